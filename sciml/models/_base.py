@@ -1,0 +1,161 @@
+"""The base LightningModule shared by every model family."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+
+__all__ = ["NonFiniteLossError", "OptimizerConfig", "Task"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A NaN or infinite training loss; raised before the optimizer step, so weights stay finite."""
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimizer and learning-rate schedule, as plain data.
+
+    Args:
+        name: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        lr: learning rate.
+        weight_decay: L2 penalty (decoupled for AdamW).
+        scheduler: ``"none"``, ``"cosine"`` (to zero over ``trainer.max_steps`` or the estimated
+            total steps) or ``"exponential"`` (decay ``gamma`` per epoch).
+        gamma: decay factor of the exponential schedule.
+    """
+
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler: Literal["none", "cosine", "exponential"] = "none"
+    gamma: float = 0.99
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optimizer.lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"optimizer.gamma must lie in (0, 1], got {self.gamma}")
+
+
+class Task(pl.LightningModule, abc.ABC):
+    """A model family's training logic around plain ``nn.Module`` networks.
+
+    Subclasses implement :meth:`compute_loss`; this class logs every term as ``{stage}/{name}``,
+    stops on a non-finite training loss with a message naming the step and the terms, and runs the
+    evaluation steps with gradients enabled (models that differentiate with respect to their inputs
+    need them; the ``sciml`` CLI also sets ``Trainer(inference_mode=False)``).
+    """
+
+    @abc.abstractmethod
+    def compute_loss(self, batch: Any, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scalar loss to minimise and named terms/metrics to log (the loss is logged too)."""
+
+    def optimizer_config(self) -> OptimizerConfig:
+        """Subclasses with an ``optimizer`` hyperparameter get it here; others use the defaults."""
+        config = self.hparams.get("optimizer", OptimizerConfig())
+        return OptimizerConfig(**config) if isinstance(config, dict) else config
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints are loaded with ``weights_only=True``: settings dataclasses go in as plain
+        # dicts, which every Task's ``__init__`` turns back into the dataclass.
+        if "hyper_parameters" in checkpoint:
+            checkpoint["hyper_parameters"] = _plain(dict(checkpoint["hyper_parameters"]))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, terms = self.compute_loss(batch, "train")
+        if not torch.isfinite(loss):
+            values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            raise NonFiniteLossError(
+                f"non-finite training loss {float(loss.detach())} "
+                f"at global step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}); terms: {values or 'none'}. "
+                "The weights were not updated; the last checkpoint is the last good state. "
+                "Lower the learning rate or tighten the solver tolerances, "
+                "then resume with --ckpt_path."
+            )
+        self._log_terms("train", loss, terms, batch)
+        return loss
+
+    @torch.enable_grad()
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, terms = self.compute_loss(batch, "val")
+        self._log_terms("val", loss, terms, batch)
+        return loss
+
+    @torch.enable_grad()
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, terms = self.compute_loss(batch, "test")
+        self._log_terms("test", loss, terms, batch)
+        return loss
+
+    def _log_terms(
+        self, stage: str, loss: torch.Tensor, terms: dict[str, torch.Tensor], batch: Any
+    ) -> None:
+        batch_size = _batch_size(batch)
+        on_step = stage == "train"
+        self.log(
+            f"{stage}/loss",
+            loss.detach(),
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=not on_step,
+        )
+        for name, value in terms.items():
+            self.log(
+                f"{stage}/{name}",
+                torch.as_tensor(value).detach().float(),
+                on_step=on_step,
+                on_epoch=True,
+                batch_size=batch_size,
+                sync_dist=not on_step,
+            )
+
+    def configure_optimizers(self) -> Any:
+        config = self.optimizer_config()
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        optimizer = optimizers[config.name](
+            self.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        if config.scheduler == "none":
+            return optimizer
+        if config.scheduler == "exponential":
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            }
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses (nested in dicts/lists too) as dicts."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _batch_size(batch: Any) -> int | None:
+    if isinstance(batch, dict):
+        first = next(iter(batch.values()), None)
+        return len(first) if isinstance(first, torch.Tensor) and first.ndim > 0 else None
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return len(batch[0])
+    return None

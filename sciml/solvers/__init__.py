@@ -1,0 +1,42 @@
+"""Differential-equation solvers that report what they did.
+
+* :func:`odeint` — torchdiffeq's ODE solvers (optionally with the adjoint) plus validation and
+  :class:`SolverStats`.
+* :func:`sdeint` — Euler–Maruyama, Milstein, Heun and Euler–Heun as a plain torch loop on a fixed
+  grid, with ``torchsde.sdeint`` as the fallback; :class:`GridBrownian` replays the increments.
+* :func:`rk_step` / :func:`error_ratio` — one embedded Runge–Kutta step with its local error
+  estimate, for regularizers; :data:`TABLEAUS` of :class:`ButcherTableau`.
+* :func:`rk4`, :func:`leapfrog` — fixed-step classic RK4 and symplectic Störmer–Verlet.
+* :class:`ODESolverConfig`, :class:`SDESolverConfig` — frozen settings for configs.
+"""
+
+from ._brownian import GridBrownian
+from ._config import ODESolverConfig, SDESolverConfig
+from ._fixed import SymplecticSolution, leapfrog, rk4
+from ._odeint import ODE_METHODS, MaxStepsError, odeint
+from ._rk import RKStepResult, error_ratio, rk_step
+from ._sdeint import SDE, SDE_METHODS, sdeint
+from ._stats import Solution, SolverStats
+from ._tableaus import TABLEAUS, ButcherTableau
+
+__all__ = [
+    "ODE_METHODS",
+    "SDE",
+    "SDE_METHODS",
+    "TABLEAUS",
+    "ButcherTableau",
+    "GridBrownian",
+    "MaxStepsError",
+    "ODESolverConfig",
+    "RKStepResult",
+    "SDESolverConfig",
+    "Solution",
+    "SolverStats",
+    "SymplecticSolution",
+    "error_ratio",
+    "leapfrog",
+    "odeint",
+    "rk4",
+    "rk_step",
+    "sdeint",
+]
