@@ -1,5 +1,6 @@
 """Sphinx configuration: MyST markdown, notebooks rendered by myst-nb without re-execution."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,11 @@ nb_execution_mode = "off"  # CI executes the notebooks with nbmake; the docs onl
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# Lightning's hook docstrings refer to its own docs; only document what sciml writes.
+autodoc_inherit_docstrings = False
+
 napoleon_google_docstring = True
+napoleon_use_ivar = True  # "Attributes:" as fields, so NamedTuple fields are not described twice
 html_theme = "furo"
 html_title = "sciml"
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
@@ -33,3 +38,21 @@ _here = Path(__file__).parent
 (_here / "notebooks").mkdir(exist_ok=True)
 for notebook in sorted((_here.parent / "notebooks").glob("*.ipynb")):
     shutil.copy2(notebook, _here / "notebooks" / notebook.name)
+
+
+# Docstrings write maths as $...$ and $$...$$ (readable in a terminal); turn them into RST roles.
+_DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
+_INLINE = re.compile(r"(?<![\\$])\$([^$\n]+?)\$")
+
+
+def _dollar_math(app, what, name, obj, options, lines):
+    text = "\n".join(lines)
+    text = _DISPLAY.sub(
+        lambda m: "\n\n.. math::\n\n   " + " ".join(m.group(1).split()) + "\n\n", text
+    )
+    text = _INLINE.sub(lambda m: f":math:`{m.group(1)}`", text)
+    lines[:] = text.split("\n")
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _dollar_math)

@@ -16,7 +16,7 @@ def check_callable(func: object, name: str) -> None:
         raise TypeError(f"{name} must be callable, got {type(func).__name__}")
 
 
-def check_state(y: object, name: str) -> torch.Tensor:
+def check_state(y: object, name: str) -> None:
     """``y`` must be a finite floating-point tensor."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
@@ -24,7 +24,6 @@ def check_state(y: object, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {y.dtype}")
     if not bool(torch.isfinite(y).all()):
         raise ValueError(f"{name} contains non-finite values (nan or inf)")
-    return y
 
 
 def check_times(t: object, name: str, *, increasing_only: bool = False) -> float:
