@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import platform
@@ -233,7 +234,85 @@ def case_odeint(repeats: int) -> dict:
     }
 
 
-CASES: list[Callable[[int], dict]] = [case_sdeint, case_odeint]
+def case_training_epoch(repeats: int) -> dict:
+    """One NeuralODE epoch through the Lightning Trainer vs a hand-written loop, same batches."""
+    import copy
+    import warnings
+
+    import pytorch_lightning as pl
+
+    from sciml.data import TrajectoryDataModule
+    from sciml.models import NeuralODE
+    from sciml.solvers import ODESolverConfig
+
+    data = TrajectoryDataModule(
+        "lotka_volterra",
+        n_trajectories=48,
+        t_span=(0.0, 4.0),
+        n_times=41,
+        segment_length=11,
+        batch_size=64,
+        seed=0,
+    )
+    data.setup("fit")
+    torch.manual_seed(0)
+    template = NeuralODE(
+        state_dim=2, hidden_dims=[64, 64], solver=ODESolverConfig(rtol=1e-5, atol=1e-6)
+    )
+
+    def run_lightning() -> None:
+        model = copy.deepcopy(template)
+        trainer = pl.Trainer(
+            max_epochs=1,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            inference_mode=False,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(model, data)
+
+    def run_hand_written() -> None:
+        model = copy.deepcopy(template)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for batch in data.train_dataloader():
+            y = batch["y"]
+            prediction = model(y[:, 0], batch["t"][0] - batch["t"][0, 0])
+            loss = torch.mean((prediction - y) ** 2)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    logging_level = logging.getLogger("pytorch_lightning").level
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    try:
+        times = median_times(
+            {"lightning": run_lightning, "hand_written": run_hand_written},
+            max(3, repeats // 4),
+            warmup=1,
+        )
+    finally:
+        logging.getLogger("pytorch_lightning").setLevel(logging_level)
+    ratio = times["lightning"] / times["hand_written"]
+    return {
+        "metrics": {
+            "setup": "NeuralODE 2-64-64-2 tanh, dopri5 rtol=1e-5 atol=1e-6, Lotka-Volterra windows "
+            f"({len(data.splits['train'])} samples, batch 64), Adam; "
+            "one epoch incl. Trainer set-up",
+            "seconds": times,
+            "ratio_lightning_over_hand_written": ratio,
+        },
+        "goals": [
+            goal("NeuralODE epoch: Lightning Trainer / hand-written loop", ratio, "<=", 1.15)
+        ],
+    }
+
+
+CASES: list[Callable[[int], dict]] = [case_sdeint, case_odeint, case_training_epoch]
 
 
 def main() -> None:

@@ -99,24 +99,28 @@ class Task(pl.LightningModule, abc.ABC):
         self, stage: str, loss: torch.Tensor, terms: dict[str, torch.Tensor], batch: Any
     ) -> None:
         batch_size = _batch_size(batch)
-        on_step = stage == "train"
+        training = stage == "train"
         self.log(
             f"{stage}/loss",
             loss.detach(),
             prog_bar=True,
-            on_step=on_step,
+            on_step=training,
             on_epoch=True,
             batch_size=batch_size,
-            sync_dist=not on_step,
+            sync_dist=not training,
         )
+        # Each self.log call costs ~0.3 ms; in training the terms are only written to the logger
+        # every `log_every_n_steps` anyway, so they are recorded at those steps alone.
+        if training and self.global_step % self.trainer.log_every_n_steps != 0:
+            return
         for name, value in terms.items():
             self.log(
                 f"{stage}/{name}",
                 torch.as_tensor(value).detach().float(),
-                on_step=on_step,
-                on_epoch=True,
+                on_step=training,
+                on_epoch=not training,
                 batch_size=batch_size,
-                sync_dist=not on_step,
+                sync_dist=not training,
             )
 
     def configure_optimizers(self) -> Any:
