@@ -42,7 +42,7 @@ for notebook in sorted((_here.parent / "notebooks").glob("*.ipynb")):
 
 # Docstrings write maths as $...$ and $$...$$ (readable in a terminal); turn them into RST roles.
 _DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
-_INLINE = re.compile(r"(?<![\\$])\$([^$\n]+?)\$")
+_INLINE = re.compile(r"(?<![\\$])\$(?!\$)((?:[^$\n]|\n(?!\s*\n))+?)\$")  # may wrap lines
 
 
 def _dollar_math(app, what, name, obj, options, lines):
@@ -50,7 +50,7 @@ def _dollar_math(app, what, name, obj, options, lines):
     text = _DISPLAY.sub(
         lambda m: "\n\n.. math::\n\n   " + " ".join(m.group(1).split()) + "\n\n", text
     )
-    text = _INLINE.sub(lambda m: f":math:`{m.group(1)}`", text)
+    text = _INLINE.sub(lambda m: f":math:`{' '.join(m.group(1).split())}`", text)
     lines[:] = text.split("\n")
 
 
