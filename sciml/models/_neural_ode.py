@@ -10,6 +10,7 @@ from torch import nn
 
 from ..metrics import relative_l2
 from ..nn import MLP, TimeConcat
+from ..regularizers import AbstractRegularizer, RegularizedSolution, solve_regularized
 from ..solvers import ODESolverConfig, SolverStats
 from ._base import OptimizerConfig, Task
 
@@ -45,6 +46,13 @@ class NeuralODE(Task):
     the batch. Validation and test also report the relative L2 error against the noise-free
     trajectories (``y_true`` in the batch) and the solver's function evaluations.
 
+    **Regularization.** ``regularizers`` (ODE regularizers of :mod:`sciml.regularizers`, e.g.
+    :class:`~sciml.regularizers.LocalRegularizer`) add $\sum_i \lambda_i(\text{step}) R_i$ to the
+    training loss only; validation, test and ``forward`` run the plain solve. Training logs
+    ``train/reg`` (the weighted sum), ``train/reg_<name>`` (each unweighted $R_i$),
+    ``train/nfe`` (forward solve), ``train/nfe_reg`` (evaluations spent by the regularizers
+    outside the solve) and ``train/nfe_backward`` (the adjoint's evaluations; 0 with backprop).
+
     Args:
         state_dim: dimension ``d`` of the state.
         hidden_dims: widths of the default MLP vector field.
@@ -54,6 +62,9 @@ class NeuralODE(Task):
         optimizer: optimizer settings.
         vector_field: a custom ``nn.Module`` mapping ``(..., d)`` (or ``d + 1`` with time) to
             ``(..., d)``; replaces the default MLP (Python use; in YAML give its ``class_path``).
+        regularizers: training-only penalties on the solve (a list of ``class_path`` /
+            ``init_args`` in YAML). They are not stored in checkpoint hyperparameters: give them
+            again (the CLI's saved config does) to resume training with them.
 
     Shapes:
         ``forward(y0 (B, d), t (T,)) -> (B, T, d)``. Batches are dicts with ``"t" (B, T)``,
@@ -69,9 +80,10 @@ class NeuralODE(Task):
         solver: ODESolverConfig = ODESolverConfig(),  # noqa: B008 (frozen dataclass, immutable)
         optimizer: OptimizerConfig = OptimizerConfig(),  # noqa: B008
         vector_field: nn.Module | None = None,
+        regularizers: list[AbstractRegularizer] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["vector_field"])
+        self.save_hyperparameters(ignore=["vector_field", "regularizers"])
         if vector_field is None:
             vector_field = MLP(
                 state_dim + int(time_dependent), state_dim, hidden_dims, activation_name=activation
@@ -79,6 +91,7 @@ class NeuralODE(Task):
         self.vector_field = TimeConcat(vector_field, time_dependent=time_dependent)
         self.solver = ODESolverConfig(**solver) if isinstance(solver, dict) else solver
         self.last_stats: SolverStats | None = None
+        self.regularizers = nn.ModuleList(regularizers or [])
 
     def forward(self, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ys, self.last_stats = self.solver.solve(self.vector_field, y0, t)
@@ -99,26 +112,47 @@ class NeuralODE(Task):
         self, batch: dict[str, torch.Tensor], stage: str
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         y = batch["y"]
+        regularized: list[RegularizedSolution] = []
+
+        def solve(y0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, SolverStats]:
+            if stage != "train" or not self.regularizers:
+                return self.solver.solve(self.vector_field, y0, t)
+            solution = solve_regularized(self.solver, self.vector_field, y0, t, self.regularizers)
+            regularized.append(solution)
+            return solution.ys, solution.stats
+
         prediction, stats = solve_on_batch_grid(
-            lambda y0, t: self.solver.solve(self.vector_field, y0, t),
-            y[:, 0],
-            batch["t"].to(y.dtype),
-            time_dependent=self.hparams.time_dependent,
+            solve, y[:, 0], batch["t"].to(y.dtype), time_dependent=self.hparams.time_dependent
         )
         self.last_stats = stats
-        loss = torch.mean((prediction - y) ** 2)
+        mse = torch.mean((prediction - y) ** 2)
+        loss = mse
         terms: dict[str, Any] = {
-            "mse": loss.detach(),
+            "mse": mse.detach(),
             "nfe": float(stats.nfe_forward),
             "steps": float(stats.n_accepted),
         }
+        if regularized:
+            penalty, reg_terms = regularized[0].weighted_penalty(
+                self.regularizers, self.global_step, self._total_steps()
+            )
+            loss = mse + penalty
+            terms.update(reg_terms, nfe_reg=float(regularized[0].nfe_reg))
         if stage != "train" and "y_true" in batch:
             terms["rel_l2"] = relative_l2(prediction.detach(), batch["y_true"])
         return loss, terms
 
+    def _total_steps(self) -> int | None:
+        """Total optimisation steps of the run, for decaying regularizer weights."""
+        if self._trainer is None:
+            return None
+        if self.trainer.max_steps and self.trainer.max_steps > 0:
+            return self.trainer.max_steps
+        return int(self.trainer.estimated_stepping_batches)
+
     def on_after_backward(self) -> None:
         # The adjoint's backward evaluations are only known once backward has run.
-        if self.last_stats is not None and self.solver.adjoint:
+        if self.last_stats is not None and (self.solver.adjoint or self.regularizers):
             self.log(
                 "train/nfe_backward",
                 float(self.last_stats.nfe_backward),

@@ -11,7 +11,8 @@ from torch import nn
 
 from ..metrics import wasserstein
 from ..nn import MLP, TimeConcat
-from ..solvers import SDESolverConfig, sdeint
+from ..regularizers import AbstractRegularizer, LocalSDERegularizer
+from ..solvers import SDESolverConfig, SolverStats
 from ._base import OptimizerConfig, Task
 
 __all__ = ["NeuralSDE"]
@@ -55,7 +56,15 @@ class NeuralSDE(Task):
 
     Validation/test additionally simulate ``n_eval_samples`` paths per observed initial state with
     :func:`sciml.solvers.sdeint` and report the 2-Wasserstein distance between the simulated and
-    observed states at the final time (``w2_final``).
+    observed states at the final time (``w2_final``), and the drift and diffusion evaluations of
+    that simulation (``nfe_drift``, ``nfe_diffusion``; with ``solver.adaptive`` they measure how
+    hard the learned SDE is to solve).
+
+    **Regularization** (training only). Each :class:`~sciml.regularizers.LocalSDERegularizer` in
+    ``regularizers`` adds $\lambda R$, evaluated at the observed states of one random
+    observation index of the batch with the solver's step ``solver.dt`` and tolerances. Training
+    then logs ``train/reg``, ``train/reg_<name>``, ``train/nfe_reg_drift`` and
+    ``train/nfe_reg_diffusion``.
 
     Args:
         state_dim: dimension ``d`` of the state.
@@ -66,6 +75,9 @@ class NeuralSDE(Task):
         solver: SDE solver settings used for simulation in evaluation.
         n_eval_samples: simulated paths per initial state in evaluation.
         optimizer: optimizer settings.
+        regularizers: training-only :class:`~sciml.regularizers.LocalSDERegularizer` penalties
+            (YAML: list of ``class_path``/``init_args``); not stored in checkpoint
+            hyperparameters.
     """
 
     def __init__(
@@ -78,9 +90,18 @@ class NeuralSDE(Task):
         solver: SDESolverConfig = SDESolverConfig(),  # noqa: B008 (frozen dataclass, immutable)
         n_eval_samples: int = 4,
         optimizer: OptimizerConfig = OptimizerConfig(),  # noqa: B008
+        regularizers: list[AbstractRegularizer] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["regularizers"])
+        for regularizer in regularizers or []:
+            if not isinstance(regularizer, LocalSDERegularizer):
+                raise ValueError(
+                    f"NeuralSDE regularizers must be LocalSDERegularizer, "
+                    f"got {type(regularizer).__name__}"
+                )
+        self.regularizers = nn.ModuleList(regularizers or [])
+        self.last_stats: SolverStats | None = None
         width = state_dim + int(time_dependent)
         self.sde = _DiagonalSDE(
             TimeConcat(
@@ -104,10 +125,9 @@ class NeuralSDE(Task):
     def forward(
         self, y0: torch.Tensor, t: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Sample paths ``(B, T, d)`` from ``y0 (B, d)`` at times ``t (T,)``."""
-        ys, _ = sdeint(
-            self.sde, y0, t, method=self.solver.method, dt=self.solver.dt, generator=generator
-        )
+        """Sample paths ``(B, T, d)`` from ``y0 (B, d)`` at times ``t (T,)``; the solver's
+        statistics land in ``last_stats``."""
+        ys, self.last_stats = self.solver.solve(self.sde, y0, t, generator=generator)
         return ys.movedim(0, 1)
 
     def transition_nll(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -129,9 +149,45 @@ class NeuralSDE(Task):
         t, y = batch["t"].to(batch["y"].dtype), batch["y"]
         nll = self.transition_nll(t, y)
         terms: dict[str, Any] = {"nll": nll.detach()}
+        loss = nll
+        if stage == "train" and self.regularizers:
+            # One random observation index per batch, as LocalRegularizer samples one time.
+            k = int(torch.randint(t.shape[1] - 1, ()))
+            total = nll.new_zeros(())
+            nfe_drift = nfe_diffusion = 0
+            for regularizer in self.regularizers:
+                penalty = regularizer(
+                    self.drift,
+                    self.diffusion,
+                    t[:, k : k + 1],
+                    y[:, k],
+                    self.solver.dt,
+                    rtol=self.solver.rtol,
+                    atol=self.solver.atol,
+                )
+                total = total + regularizer.weight_at(self.global_step, self._total_steps()) * (
+                    penalty.value
+                )
+                terms[f"reg_{regularizer.name}"] = penalty.value.detach()
+                nfe_drift += penalty.nfe_drift
+                nfe_diffusion += penalty.nfe_diffusion
+            terms.update(
+                reg=total.detach(), nfe_reg_drift=nfe_drift, nfe_reg_diffusion=nfe_diffusion
+            )
+            loss = nll + total
         if stage != "train":
             with torch.no_grad():
                 y0 = y[:, 0].repeat_interleave(self.hparams.n_eval_samples, dim=0)
                 samples = self(y0, t[0])
             terms["w2_final"] = wasserstein(samples[:, -1], y[:, -1])
-        return nll, terms
+            terms["nfe_drift"] = float(self.last_stats.nfe_forward)
+            terms["nfe_diffusion"] = float(self.last_stats.nfe_diffusion)
+        return loss, terms
+
+    def _total_steps(self) -> int | None:
+        """Total optimisation steps of the run, for decaying regularizer weights."""
+        if self._trainer is None:
+            return None
+        if self.trainer.max_steps and self.trainer.max_steps > 0:
+            return self.trainer.max_steps
+        return int(self.trainer.estimated_stepping_batches)

@@ -8,8 +8,23 @@
   estimate, for regularizers; :data:`TABLEAUS` of :class:`ButcherTableau`.
 * :func:`rk4`, :func:`leapfrog` — fixed-step classic RK4 and symplectic Störmer–Verlet.
 * :class:`ODESolverConfig`, :class:`SDESolverConfig` — frozen settings for configs.
+* :func:`linear_transition` (Van Loan), :func:`linear_bridge_cost`, :func:`entropic_plan`,
+  :func:`linear_bridge_paths`, :func:`ipf_bridge` — Schrödinger-bridge building blocks.
 """
 
+from ._bridges import (
+    IPFBridge,
+    LinearTransition,
+    diffusion_matrix,
+    entropic_plan,
+    ipf_bridge,
+    linear_bridge_cost,
+    linear_bridge_marginal,
+    linear_bridge_paths,
+    linear_transition,
+    sample_partners,
+    simulate_euler_maruyama,
+)
 from ._brownian import GridBrownian
 from ._config import ODESolverConfig, SDESolverConfig
 from ._fixed import SymplecticSolution, leapfrog, rk4
@@ -26,6 +41,8 @@ __all__ = [
     "TABLEAUS",
     "ButcherTableau",
     "GridBrownian",
+    "IPFBridge",
+    "LinearTransition",
     "MaxStepsError",
     "ODESolverConfig",
     "RKStepResult",
@@ -33,10 +50,19 @@ __all__ = [
     "Solution",
     "SolverStats",
     "SymplecticSolution",
+    "diffusion_matrix",
+    "entropic_plan",
     "error_ratio",
+    "ipf_bridge",
     "leapfrog",
+    "linear_bridge_cost",
+    "linear_bridge_marginal",
+    "linear_bridge_paths",
+    "linear_transition",
     "odeint",
     "rk4",
     "rk_step",
+    "sample_partners",
     "sdeint",
+    "simulate_euler_maruyama",
 ]

@@ -72,20 +72,34 @@ class _CountingField(nn.Module):
     # nn.Module.__call__'s hook dispatch.
     __call__ = forward
 
+    def _pass_on(self, name: str, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        """Call ``func``'s own torchdiffeq step callback ``name`` if it defines one.
+
+        This keeps torchdiffeq's callback protocol working through the counting wrapper, e.g.
+        for regularizers that record the accepted steps (``y0`` carries the autograd graph
+        unless the solve runs without one, as the adjoint's forward pass does).
+        """
+        callback = getattr(self.func, name, None)
+        if callback is not None:
+            callback(t0, y0, dt)
+
 
 class _AdaptiveCountingField(_CountingField):
     def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.stats.n_accepted += 1
         self.step_sizes.append(dt)
+        self._pass_on("callback_accept_step", t0, y0, dt)
 
     def callback_reject_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.stats.n_rejected += 1
+        self._pass_on("callback_reject_step", t0, y0, dt)
 
 
 class _FixedGridCountingField(_CountingField):
     def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.stats.n_accepted += 1
         self.step_sizes.append(dt)
+        self._pass_on("callback_step", t0, y0, dt)
 
 
 def _check_method(method: object) -> str:

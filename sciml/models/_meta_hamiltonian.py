@@ -1,0 +1,408 @@
+"""Meta-learned Hamiltonian graph networks (Song & Jeong, ICLR 2024) with MAML, and baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from ..nn import HamiltonianGraphNetwork, symplectic_gradient
+from ..solvers import rk4
+from ._base import OptimizerConfig, Task
+
+__all__ = [
+    "MetaHamiltonian",
+    "hamiltonian_derivative_loss",
+    "learned_vector_field",
+    "maml_inner_step",
+]
+
+MODES = ("maml", "pretrained", "scratch")
+Params = dict[str, torch.Tensor]
+
+
+def learned_vector_field(
+    network: torch.nn.Module,
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    create_graph: bool = False,
+) -> torch.Tensor:
+    r"""$\dot x = J \nabla_x H_\theta(x)$ for the energy network run with ``params``.
+
+    Args:
+        network: maps ``(x (..., N, F), node_mask (N,))`` to energies ``(...)``.
+        params: parameters by name (``functional_call``), e.g. adapted ones.
+        x: states ``(..., N, F)``.
+        mask: ``(N, F)`` real (1) / padded (0) features; padded nodes are left out of the graph.
+        create_graph: keep the graph of the derivative, to differentiate the field w.r.t. params.
+    """
+    node_mask = mask.amax(-1)
+    return symplectic_gradient(
+        lambda z: functional_call(network, dict(params), (z, node_mask)),
+        x,
+        feature_mask=mask,
+        create_graph=create_graph,
+    )
+
+
+def hamiltonian_derivative_loss(
+    network: torch.nn.Module,
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    dx: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    create_graph: bool = True,
+    relative: bool = False,
+) -> torch.Tensor:
+    r"""Masked mean squared error $\frac{1}{K |mask|}\sum \|J\nabla H_\theta(x) - \dot x\|^2$.
+
+    With ``relative`` it is divided by the targets' mean square $\frac{1}{K |mask|}\sum
+    \|\dot x\|^2$, so tasks whose derivatives differ in scale weigh (and adapt) alike.
+
+    Shapes: ``x, dx (K, N, F)``, ``mask (N, F)``; returns a scalar.
+    """
+    field = learned_vector_field(network, params, x, mask, create_graph=create_graph)
+    error = ((field - dx) ** 2 * mask).sum()
+    scale = (dx**2 * mask).sum() if relative else x.shape[0] * mask.sum()
+    return error / scale
+
+
+def maml_inner_step(
+    network: torch.nn.Module,
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    dx: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    lr: float,
+    first_order: bool = False,
+    differentiable: bool = True,
+    relative: bool = False,
+) -> Params:
+    r"""One SGD step of MAML's inner loop, $\theta' = \theta - \alpha \nabla_\theta L_S(\theta)$.
+
+    Args:
+        network, params: the energy network and the parameters to adapt.
+        x, dx, mask: the support set, ``(K, N, F)`` twice and ``(N, F)``.
+        lr: inner learning rate $\alpha$.
+        first_order: treat $\nabla_\theta L_S$ as a constant (first-order MAML): the outer
+            gradient then skips the second derivatives $\nabla^2_\theta L_S$.
+        relative: adapt on the relative loss (see :func:`hamiltonian_derivative_loss`).
+        differentiable: keep $\theta'$ connected to $\theta$ (training); ``False`` returns
+            detached leaves (evaluation, where only the adapted values matter).
+    """
+    names = list(params)
+    second_order = differentiable and not first_order
+    loss = hamiltonian_derivative_loss(
+        network, params, x, dx, mask, create_graph=True, relative=relative
+    )
+    # Unused parameters (edge MLP of one-body systems, the energy's constant offset, which the
+    # vector field never sees) get no gradient and stay as they are.
+    grads = torch.autograd.grad(
+        loss, [params[n] for n in names], create_graph=second_order, allow_unused=True
+    )
+    updated = {
+        n: params[n] if g is None else params[n] - lr * g for n, g in zip(names, grads, strict=True)
+    }
+    if differentiable:
+        return updated
+    return {n: p.detach().requires_grad_(True) for n, p in updated.items()}
+
+
+class MetaHamiltonian(Task):
+    r"""A graph network Hamiltonian $H_\theta(q, p)$ whose initialisation adapts to new physics.
+
+    The dynamics are $\dot q = \partial H_\theta/\partial p$,
+    $\dot p = -\partial H_\theta/\partial q$ by autograd, so the learned vector field is
+    symplectic (divergence-free) by construction.
+    Batches are *tasks* (a system type with drawn parameters, see
+    :class:`~sciml.data.HamiltonianMetaDataModule`). ``mode`` picks the training rule:
+
+    * ``"maml"``: for each task, ``inner_steps`` SGD steps of size ``inner_lr`` on the support
+      derivative loss give $\theta'$; the outer loss is the query loss at $\theta'$, averaged over
+      the meta-batch and minimised with ``optimizer`` (Adam; MAML's second-order gradient unless
+      ``first_order``).
+    * ``"pretrained"``: multi-task regression on the pooled support and query points of the
+      batch (the paper's pretrained baseline); adapted at evaluation like the others.
+    * ``"scratch"``: training leaves the random initialisation untouched (losses are still
+      logged): the from-scratch baseline.
+
+    Evaluation (val/test) adapts each held-out task from the current weights with
+    ``max(eval_steps)`` SGD steps of size ``adapt_lr`` on its support set and logs the query
+    derivative MSE after each ``k`` in ``eval_steps`` as ``deriv_mse_k{k}``. Test also rolls out
+    the learned field with RK4 from the start of the task's held-out trajectory and logs
+    ``traj_rel_err_k{k}`` (relative L2 over the trajectory), ``energy_drift_k{k}`` (drift of the
+    learned $H_\theta$ along its own rollout, relative to the spread of $H_\theta$ on the query
+    points) and, when the data module exposes its systems, ``energy_err_k{k}`` (mean relative
+    error of the true energy along the rollout).
+
+    Args:
+        node_dim: features per node $2D$ (must match the data's padding ``2*body_dim``).
+        hidden_dims, message_dim, activation: the graph network (smooth activation).
+        mode: ``"maml"``, ``"pretrained"`` or ``"scratch"``.
+        inner_lr: MAML inner learning rate $\alpha$ (paper: 1e-3).
+        inner_steps: MAML inner SGD steps (paper: 1).
+        first_order: first-order MAML.
+        relative_loss: train and adapt on the derivative MSE divided by the task's target mean
+            square, so that systems with small derivatives weigh (and adapt) as much as the
+            others. Evaluation always reports the plain MSE.
+        adapt_lr: SGD step size at evaluation (default ``inner_lr``).
+        eval_steps: adaptation step counts reported at evaluation.
+        rollout_step_size: RK4 step of the test rollouts.
+        optimizer: outer optimizer (paper: Adam 5e-4).
+
+    Shapes:
+        ``forward(x (..., N, F), mask (N, F)) -> (..., N, F)`` time derivatives.
+    """
+
+    def __init__(
+        self,
+        node_dim: int = 2,
+        hidden_dims: Sequence[int] = (64, 64),
+        message_dim: int = 32,
+        activation: str = "softplus",
+        mode: Literal["maml", "pretrained", "scratch"] = "maml",
+        inner_lr: float = 1e-3,
+        inner_steps: int = 1,
+        first_order: bool = False,
+        relative_loss: bool = False,
+        adapt_lr: float | None = None,
+        eval_steps: Sequence[int] = (0, 1, 5, 10),
+        rollout_step_size: float = 0.05,
+        optimizer: OptimizerConfig = OptimizerConfig(lr=5e-4),  # noqa: B008 (frozen dataclass)
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if inner_lr <= 0 or (adapt_lr is not None and adapt_lr <= 0):
+            raise ValueError(f"inner_lr and adapt_lr must be positive, got {inner_lr}, {adapt_lr}")
+        if inner_steps < 1:
+            raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
+        if not eval_steps or min(eval_steps) < 0:
+            raise ValueError(f"eval_steps must be non-negative step counts, got {eval_steps}")
+        if rollout_step_size <= 0:
+            raise ValueError(f"rollout_step_size must be positive, got {rollout_step_size}")
+        self.optimizer = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
+        self.network = HamiltonianGraphNetwork(node_dim, hidden_dims, message_dim, activation)
+        self.automatic_optimization = False
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        body_dim = getattr(datamodule, "body_dim", None)
+        if body_dim is not None and 2 * body_dim != self.hparams.node_dim:
+            raise ValueError(
+                f"model.init_args.node_dim={self.hparams.node_dim} but the data has "
+                f"body_dim={body_dim} (node_dim must be 2 * body_dim: q and p per body)"
+            )
+
+    def optimizer_config(self) -> OptimizerConfig:
+        return self.optimizer
+
+    def params(self) -> Params:
+        """The network's current parameters by name (the MAML initialisation $\\theta$)."""
+        return dict(self.network.named_parameters())
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return learned_vector_field(self.network, self.params(), x, mask)
+
+    def energy(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, mask: torch.Tensor):
+        """$H_\\theta(x)$ for states ``(..., N, F)`` with the given parameters."""
+        return functional_call(self.network, dict(params), (x, mask.amax(-1)))
+
+    # -- training -------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # The base computes the loss, stops on a non-finite one (before any update) and logs.
+        loss = super().training_step(batch, batch_idx)
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        if self.hparams.mode != "scratch":
+            self.manual_backward(loss)
+        # In scratch mode no parameter has a gradient, so the step changes no weight; it only
+        # advances the step counters (``max_steps``, logging, checkpoints).
+        optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self.optimizer.scheduler == "cosine":
+            scheduler.step()
+        return loss.detach()
+
+    def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self.optimizer.scheduler == "exponential":
+            scheduler.step()
+
+    def compute_loss(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        if stage == "train":
+            return self._training_loss(batch)
+        return self._evaluation_loss(batch, rollouts=stage == "test")
+
+    def _training_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        hp = self.hparams
+        params = self.params()
+        task_losses, pre_adaptation = [], []
+        for i in range(len(batch["mask"])):
+            sx, sdx, qx, qdx, mask = (
+                batch[k][i] for k in ("support_x", "support_dx", "query_x", "query_dx", "mask")
+            )
+            if hp.mode != "maml":
+                x, dx = torch.cat([sx, qx]), torch.cat([sdx, qdx])
+                task_losses.append(
+                    hamiltonian_derivative_loss(
+                        self.network, params, x, dx, mask, relative=hp.relative_loss
+                    )
+                )
+                continue
+            adapted = params
+            for _ in range(hp.inner_steps):
+                adapted = maml_inner_step(
+                    self.network,
+                    adapted,
+                    sx,
+                    sdx,
+                    mask,
+                    lr=hp.inner_lr,
+                    first_order=hp.first_order,
+                    relative=hp.relative_loss,
+                )
+            task_losses.append(
+                hamiltonian_derivative_loss(
+                    self.network, adapted, qx, qdx, mask, relative=hp.relative_loss
+                )
+            )
+            with torch.no_grad():
+                pre_adaptation.append(
+                    hamiltonian_derivative_loss(
+                        self.network,
+                        params,
+                        qx,
+                        qdx,
+                        mask,
+                        create_graph=False,
+                        relative=hp.relative_loss,
+                    )
+                )
+        loss = torch.stack(task_losses).mean()
+        name = "deriv_rel_mse" if hp.relative_loss else "deriv_mse"
+        terms: dict[str, Any] = {name: loss.detach()}
+        if pre_adaptation:
+            terms[f"{name}_before_adaptation"] = torch.stack(pre_adaptation).mean()
+        return loss, terms
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def adapt_and_evaluate(
+        self,
+        task: Mapping[str, torch.Tensor],
+        *,
+        steps: Sequence[int] | None = None,
+        lr: float | None = None,
+        rollout_steps: Sequence[int] = (),
+        system: Any = None,
+    ) -> dict[str, float]:
+        """Adapt to one task from the current weights and measure, after each ``k`` in ``steps``.
+
+        Args:
+            task: one task's tensors (``support_x``, ..., ``mask``, ``rollout_x``, ``rollout_t``,
+                ``parameters``), without a batch dimension.
+            steps: adaptation step counts to report (default ``eval_steps``).
+            lr: SGD step size (default ``adapt_lr``, else ``inner_lr``).
+            rollout_steps: the ``k`` (among ``steps``) after which the adapted field is also
+                rolled out (trajectory and energy errors).
+            system: a :class:`~sciml.data.HamiltonianSystem` of the task, for the true energy.
+
+        Returns:
+            A dict with ``deriv_mse_k{k}`` for each ``k`` in ``steps``; for each ``k`` in
+            ``rollout_steps`` also ``traj_rel_err_k{k}`` and ``energy_drift_k{k}``, and with
+            ``system`` ``energy_err_k{k}``.
+        """
+        hp = self.hparams
+        steps = sorted(set(hp.eval_steps if steps is None else steps))
+        lr = lr or hp.adapt_lr or hp.inner_lr
+        sx, sdx, qx, qdx, mask = (
+            task[k] for k in ("support_x", "support_dx", "query_x", "query_dx", "mask")
+        )
+        params = {n: p.detach().clone().requires_grad_(True) for n, p in self.params().items()}
+        metrics: dict[str, float] = {}
+        done = 0
+        for k in steps:
+            for _ in range(k - done):
+                params = maml_inner_step(
+                    self.network,
+                    params,
+                    sx,
+                    sdx,
+                    mask,
+                    lr=lr,
+                    differentiable=False,
+                    relative=hp.relative_loss,
+                )
+            done = k
+            mse = hamiltonian_derivative_loss(
+                self.network, params, qx, qdx, mask, create_graph=False
+            )
+            metrics[f"deriv_mse_k{k}"] = float(mse.detach())
+            if k in rollout_steps:
+                for name, value in self._rollout_metrics(params, task, system).items():
+                    metrics[f"{name}_k{k}"] = value
+        return metrics
+
+    def rollout(
+        self,
+        params: Mapping[str, torch.Tensor],
+        x0: torch.Tensor,
+        mask: torch.Tensor,
+        t: torch.Tensor,
+    ) -> torch.Tensor:
+        """RK4 solution ``(T, N, F)`` of the learned field from ``x0 (N, F)``, at times ``t``."""
+        step = self.hparams.rollout_step_size
+
+        def field(_: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return learned_vector_field(self.network, params, x, mask).detach()
+
+        return rk4(field, x0.detach(), t, step_size=step).ys
+
+    def _rollout_metrics(self, params: Params, task: Mapping[str, torch.Tensor], system: Any):
+        truth, t, mask = task["rollout_x"], task["rollout_t"], task["mask"]
+        predicted = self.rollout(params, truth[0], mask, t)
+        relative = torch.linalg.vector_norm(predicted - truth) / torch.linalg.vector_norm(truth)
+        with torch.no_grad():
+            learned = self.energy(params, predicted, mask)
+            spread = self.energy(params, task["query_x"], mask)
+        drift = (learned - learned[0]).abs().max() / (spread.max() - spread.min() + 1e-12)
+        metrics = {"traj_rel_err": float(relative), "energy_drift": float(drift)}
+        if system is not None:
+            values = task["parameters"].tolist()[: len(system.parameters)]
+            parameters = dict(zip(system.parameters, values, strict=True))
+            flat = system.from_nodes(predicted.double().cpu().numpy())
+            energy = system.energy(flat, parameters)
+            e0 = system.energy(system.from_nodes(truth[0].double().cpu().numpy()), parameters)
+            metrics["energy_err"] = float(np.mean(np.abs(energy - e0)) / (abs(e0) + 1e-12))
+        return metrics
+
+    def _evaluation_loss(
+        self, batch: dict[str, torch.Tensor], *, rollouts: bool
+    ) -> tuple[torch.Tensor, dict]:
+        systems = getattr(getattr(self._trainer, "datamodule", None), "systems", None)
+        per_task = []
+        for i in range(len(batch["mask"])):
+            task = {k: v[i] for k, v in batch.items()}
+            system = systems[int(task["system"])] if systems is not None and rollouts else None
+            per_task.append(
+                self.adapt_and_evaluate(
+                    task, rollout_steps=self.hparams.eval_steps if rollouts else (), system=system
+                )
+            )
+        terms = {
+            name: torch.tensor(float(np.mean([m[name] for m in per_task]))) for name in per_task[0]
+        }
+        loss = terms[f"deriv_mse_k{max(self.hparams.eval_steps)}"]
+        return loss, terms

@@ -1,0 +1,308 @@
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from sciml.cli import main
+from sciml.data import HamiltonianMetaDataModule
+from sciml.models import (
+    MetaHamiltonian,
+    NonFiniteLossError,
+    hamiltonian_derivative_loss,
+    learned_vector_field,
+    maml_inner_step,
+)
+from sciml.nn import HamiltonianGraphNetwork, symplectic_gradient
+
+from .conftest import PROBLEMS
+
+
+class KnownEnergy(nn.Module):
+    """H = sum_i |p_i|^2 / 2 + w^2 |q_i|^2 / 2 + g (1 - cos q_i,x), as an energy network."""
+
+    def __init__(self, omega: float = 1.0, gravity: float = 0.0) -> None:
+        super().__init__()
+        self.omega, self.gravity = omega, gravity
+
+    def forward(self, x: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
+        q, p = x.chunk(2, dim=-1)
+        per_node = (p**2).sum(-1) / 2 + self.omega**2 * (q**2).sum(-1) / 2
+        per_node = per_node + self.gravity * (1 - torch.cos(q[..., 0]))
+        return (per_node * node_mask).sum(-1)
+
+
+def _tiny_network() -> HamiltonianGraphNetwork:
+    torch.manual_seed(0)
+    return HamiltonianGraphNetwork(4, hidden_dims=(5,), message_dim=3, activation="tanh").double()
+
+
+def _task(n_points: int, seed: int, n_nodes: int = 2) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_points, n_nodes, 4, generator=generator, dtype=torch.float64)
+    dx = torch.randn(n_points, n_nodes, 4, generator=generator, dtype=torch.float64)
+    mask = torch.ones(n_nodes, 4, dtype=torch.float64)
+    return x, dx, mask
+
+
+def test_known_hamiltonian_gives_hamiltons_equations_exactly():
+    x = torch.randn(7, 2, 4, dtype=torch.float64)
+    mask = torch.ones(2, 4, dtype=torch.float64)
+    field = learned_vector_field(KnownEnergy(omega=1.5), {}, x, mask)
+    q, p = x.chunk(2, dim=-1)
+    torch.testing.assert_close(field, torch.cat([p, -(1.5**2) * q], dim=-1), rtol=0, atol=1e-14)
+
+
+def test_learned_vector_field_is_divergence_free_and_symplectic():
+    network = _tiny_network()
+    mask = torch.ones(2, 4, dtype=torch.float64)
+    x0 = torch.randn(2, 4, dtype=torch.float64)
+
+    def field(flat: torch.Tensor) -> torch.Tensor:
+        return learned_vector_field(
+            network, dict(network.named_parameters()), flat.view(2, 4), mask, create_graph=True
+        ).reshape(-1)
+
+    jacobian = torch.autograd.functional.jacobian(field, x0.reshape(-1))  # (8, 8)
+    assert abs(float(torch.trace(jacobian))) < 1e-12
+    # Per node the features are (q_i, p_i); reorder to (q, p) of the whole system, where the
+    # Jacobian of J grad H is J Hess H, so J^T A = Hess H must be symmetric (and not zero).
+    order = [0, 1, 4, 5, 2, 3, 6, 7]
+    a = jacobian[order][:, order]
+    eye, zero = torch.eye(4, dtype=torch.float64), torch.zeros(4, 4, dtype=torch.float64)
+    j = torch.cat([torch.cat([zero, eye], 1), torch.cat([-eye, zero], 1)], 0)
+    hessian = j.T @ a
+    torch.testing.assert_close(hessian, hessian.T, rtol=0, atol=1e-12)
+    assert hessian.abs().max() > 1e-3
+
+
+def test_graph_energy_is_permutation_invariant_and_padding_free():
+    network = _tiny_network()
+    x = torch.randn(6, 3, 4, dtype=torch.float64)
+    energy = network(x)
+    torch.testing.assert_close(network(x[:, [2, 0, 1]]), energy)
+    # A padded (masked) node changes nothing: a 2-body system inside a 3-node batch.
+    padded = torch.cat([x[:, :2], torch.randn(6, 1, 4, dtype=torch.float64)], dim=1)
+    node_mask = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(network(padded, node_mask), network(x[:, :2]))
+    # And the field permutes with the particles.
+    field = symplectic_gradient(network, x)
+    torch.testing.assert_close(symplectic_gradient(network, x[:, [2, 0, 1]]), field[:, [2, 0, 1]])
+
+
+def test_graph_network_rejects_non_smooth_activations():
+    with pytest.raises(ValueError, match="smooth"):
+        HamiltonianGraphNetwork(4, activation="relu")
+    with pytest.raises(ValueError, match="mode"):
+        MetaHamiltonian(mode="reptile")
+
+
+def test_one_inner_step_equals_a_hand_computed_sgd_step():
+    network = _tiny_network()
+    x, dx, mask = _task(9, seed=1)
+    params = dict(network.named_parameters())
+    adapted = maml_inner_step(network, params, x, dx, mask, lr=0.1)
+    # By hand: the loss J grad H vs dx, backward into .grad, then theta - lr * grad.
+    network.zero_grad()
+    x_leaf = x.clone().requires_grad_(True)
+    energy = network(x_leaf).sum()
+    (grad_x,) = torch.autograd.grad(energy, x_leaf, create_graph=True)
+    dq, dp = grad_x.chunk(2, dim=-1)
+    prediction = torch.cat([dp, -dq], dim=-1)
+    loss = ((prediction - dx) ** 2).sum() / (x.shape[0] * mask.sum())
+    loss.backward()
+    for name, parameter in network.named_parameters():
+        grad = torch.zeros_like(parameter) if parameter.grad is None else parameter.grad
+        torch.testing.assert_close(adapted[name], parameter - 0.1 * grad, rtol=0, atol=1e-13)
+    assert any(not torch.equal(adapted[n], p) for n, p in network.named_parameters())
+
+
+def _meta_loss(network, flat, shapes, names, support, query, lr, first_order=False):
+    params, offset = {}, 0
+    for name, shape in zip(names, shapes, strict=True):
+        size = math.prod(shape)
+        params[name] = flat[offset : offset + size].view(shape)
+        offset += size
+    adapted = maml_inner_step(network, params, *support, lr=lr, first_order=first_order)
+    return hamiltonian_derivative_loss(network, adapted, *query)
+
+
+def test_second_order_maml_gradient_matches_finite_differences():
+    network = _tiny_network()
+    names = [n for n, _ in network.named_parameters()]
+    shapes = [p.shape for _, p in network.named_parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in network.parameters()])
+    support, query = _task(6, seed=2), _task(6, seed=3)
+    lr = 0.2
+
+    def meta_loss(flat, first_order=False):
+        if not flat.requires_grad:  # the inner step differentiates w.r.t. the parameters
+            flat = flat.clone().requires_grad_(True)
+        return _meta_loss(network, flat, shapes, names, support, query, lr, first_order)
+
+    leaf = theta.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(meta_loss(leaf), leaf)
+    generator = torch.Generator().manual_seed(4)
+    h = 1e-5
+    for _ in range(4):
+        direction = torch.randn(theta.shape, generator=generator, dtype=torch.float64)
+        numeric = (meta_loss(theta + h * direction) - meta_loss(theta - h * direction)).detach() / (
+            2 * h
+        )
+        assert float(gradient @ direction) == pytest.approx(float(numeric), rel=1e-6, abs=1e-9)
+    # First-order MAML drops the second-order term, so it must differ from the exact gradient,
+    # and equal the query gradient evaluated at the adapted parameters.
+    leaf = theta.clone().requires_grad_(True)
+    (first,) = torch.autograd.grad(meta_loss(leaf, first_order=True), leaf)
+    assert torch.linalg.vector_norm(first - gradient) > 1e-6 * torch.linalg.vector_norm(gradient)
+    adapted = maml_inner_step(
+        network, dict(network.named_parameters()), *support, lr=lr, differentiable=False
+    )
+    query_loss = hamiltonian_derivative_loss(network, adapted, *query)
+    at_adapted = torch.autograd.grad(query_loss, list(adapted.values()), allow_unused=True)
+    expected = torch.cat(
+        [
+            torch.zeros(math.prod(s), dtype=torch.float64) if g is None else g.reshape(-1)
+            for g, s in zip(at_adapted, shapes, strict=True)
+        ]
+    )
+    torch.testing.assert_close(first, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("gravity", [0.0, 2.0])
+def test_rollout_of_a_known_hamiltonian_conserves_energy(gravity):
+    model = MetaHamiltonian(node_dim=4, rollout_step_size=0.01).double()
+    model.network = KnownEnergy(omega=1.3, gravity=gravity)
+    x0 = torch.tensor([[0.5, -0.2, 0.1, 0.7]], dtype=torch.float64)
+    mask = torch.ones(1, 4, dtype=torch.float64)
+    t = torch.linspace(0, 10, 51, dtype=torch.float64)
+    path = model.rollout({}, x0, mask, t)
+    assert path.shape == (51, 1, 4)
+    energy = model.energy({}, path, mask)
+    assert float((energy - energy[0]).abs().max()) < 1e-9
+    if gravity == 0.0:  # exact solution of the harmonic part: q(t) = q0 cos(wt) + p0/w sin(wt)
+        w = 1.3
+        exact_q = x0[0, :2] * torch.cos(w * t[-1]) + x0[0, 2:] / w * torch.sin(w * t[-1])
+        torch.testing.assert_close(path[-1, 0, :2], exact_q, rtol=0, atol=1e-8)
+
+
+def _data() -> HamiltonianMetaDataModule:
+    return HamiltonianMetaDataModule(
+        train_systems=["mass_spring", "duffing"],
+        test_systems=["pendulum"],
+        support_size=25,
+        query_size=25,
+        n_train_tasks=16,
+        n_val_tasks=2,
+        n_test_tasks=3,
+        n_times=25,
+        batch_size=4,
+    )
+
+
+def _trainer(max_steps: int) -> pl.Trainer:
+    return pl.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        inference_mode=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+
+
+def test_modes_train_as_documented_and_test_logs_adapted_errors_per_k():
+    data = _data()
+    data.setup()
+    results = {}
+    for mode in ("maml", "pretrained", "scratch"):
+        torch.manual_seed(0)
+        model = MetaHamiltonian(
+            node_dim=2,
+            hidden_dims=(32, 32),
+            mode=mode,
+            inner_lr=0.05,
+            eval_steps=(0, 1, 5, 10),
+            optimizer={"lr": 1e-2},
+        )
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        steps = 60 if mode == "maml" else 2  # the baselines only need to show their update rule
+        trainer = _trainer(max_steps=steps)
+        trainer.fit(model, data)
+        assert trainer.global_step == steps
+        changed = any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+        assert changed == (mode != "scratch")
+        results[mode] = trainer.test(model, data, verbose=False)[0]
+    for mode, metrics in results.items():
+        for k in (0, 1, 5, 10):
+            for name in ("deriv_mse", "traj_rel_err", "energy_drift", "energy_err"):
+                assert math.isfinite(metrics[f"test/{name}_k{k}"]), (mode, name, k)
+    meta = results["maml"]
+    # Adapting on the support set lowers the held-out query error, and meta-training beats
+    # the untouched random initialisation.
+    assert meta["test/deriv_mse_k10"] < meta["test/deriv_mse_k0"]
+    assert meta["test/deriv_mse_k10"] < 0.5 * results["scratch"]["test/deriv_mse_k10"]
+    # The learned field is Hamiltonian: its own energy is (nearly) conserved along RK4 rollouts.
+    assert meta["test/energy_drift_k10"] < 1e-3
+
+
+def test_non_finite_meta_loss_stops_training_before_the_update():
+    data = _data()
+    data.setup()
+    model = MetaHamiltonian(node_dim=2, hidden_dims=(8,))
+    batch = next(iter(data.train_dataloader()))
+    batch["query_dx"][0, 0, 0, 0] = float("nan")
+    trainer = _trainer(max_steps=1)
+    trainer.strategy.connect(model)
+    model.trainer = trainer
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(NonFiniteLossError, match="deriv_mse"):
+        model.training_step(batch, 0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_cli_fit_then_test_on_a_user_hamiltonian_logs_errors_per_k(in_tmp_dir):
+    config = PROBLEMS / "meta_hamiltonian" / "custom_hamiltonian.yaml"
+    small = [
+        "--trainer.max_steps=2",
+        "--trainer.enable_progress_bar=false",
+        "--data.init_args.n_train_tasks=8",
+        "--data.init_args.n_test_tasks=2",
+        "--model.init_args.hidden_dims=[16]",
+    ]
+    fit = main(["fit", "-c", str(config), *small])
+    saved = Path(fit.trainer.log_dir) / "config.yaml"
+    checkpoint = fit.trainer.checkpoint_callback.last_model_path
+    rebuilt = main(["test", "-c", str(saved), "--ckpt_path", checkpoint])
+    assert rebuilt.datamodule.test_system_list[0].name == "quartic"
+    metrics = rebuilt.trainer.callback_metrics
+    for k in (0, 1, 5, 10):
+        assert math.isfinite(float(metrics[f"test/deriv_mse_k{k}"]))
+        assert math.isfinite(float(metrics[f"test/energy_err_k{k}"]))
+
+
+def test_node_dim_must_match_the_data_padding():
+    model = MetaHamiltonian(node_dim=4)
+    with pytest.raises(ValueError, match="node_dim=4 but the data has body_dim=1"):
+        _trainer(max_steps=1).fit(model, _data())
+
+
+def test_relative_loss_divides_by_the_target_mean_square():
+    network = _tiny_network()
+    x, dx, mask = _task(5, seed=6)
+    params = dict(network.named_parameters())
+    plain = hamiltonian_derivative_loss(network, params, x, dx, mask)
+    relative = hamiltonian_derivative_loss(network, params, x, dx, mask, relative=True)
+    torch.testing.assert_close(relative, plain / (dx**2).mean())
+    # Scaling the task's derivatives and the energy together leaves the relative loss unchanged.
+    scaled = {n: p * 3.0 if n == "node_mlp.2.weight" else p for n, p in params.items()}
+    field = learned_vector_field(network, params, x, mask)
+    fit = hamiltonian_derivative_loss(network, params, x, field + dx, mask, relative=True)
+    fit_scaled = hamiltonian_derivative_loss(
+        network, scaled, x, 3 * (field + dx), mask, relative=True
+    )
+    torch.testing.assert_close(fit, fit_scaled)
