@@ -152,7 +152,7 @@ def main() -> None:
     n_ou = 300 if args.quick else 500
     n_lv = 100 if args.quick else 200
     lv_config = SBIRRConfig(
-        max_iterations=4 if args.quick else 6,
+        max_iterations=4 if args.quick else 8,
         tol=0.01,
         step=0.1,
         refit="adam",

@@ -160,6 +160,18 @@ def test_non_finite_refit_raises_and_keeps_the_drift():
     assert model.drift.scale.item() == 1.0 and model.history == []
 
 
+def test_auto_settings_follow_the_family():
+    linear = SchrodingerBridge()
+    assert (linear.backend, linear.refit) == ("linear", "logm")
+    repressilator = SchrodingerBridge(state_dim=3, sigma=0.1, family="repressilator")
+    assert (repressilator.backend, repressilator.refit) == ("ipf", "adam")
+    # the true repressilator drift: beta / (1 + x_{i-1}^n) - gamma x_i with (10, 3, 1, 1)
+    truth = SnapshotDataModule("repressilator").true_drift()
+    x = torch.tensor([[1.0, 2.0, 0.5]], dtype=torch.float64)
+    expected = 10.0 / (1.0 + torch.tensor([[0.5, 1.0, 2.0]], dtype=torch.float64) ** 3) - x
+    torch.testing.assert_close(truth(x), expected)
+
+
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match=r"model\.family"):
         SchrodingerBridge(family="lorenz")

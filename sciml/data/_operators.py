@@ -207,6 +207,13 @@ class EquationFamily:
         return expressions, rhs
 
 
+def _blow_up(t: float, y: np.ndarray) -> float:
+    return 1e3 - np.max(np.abs(y))
+
+
+_blow_up.terminal = True
+
+
 class _CorruptedSymbols(TensorDictDataset):
     """Training set whose symbol input is drawn on the fly: the clean skeleton, or the skeleton
     with one added or one deleted term, with probabilities ``(1 - a - d, a, d)``."""
@@ -340,9 +347,10 @@ class ODEOperatorDataModule(ProblemDataModule):
                     t_eval=self.times,
                     rtol=1e-6,
                     atol=1e-8,
+                    events=_blow_up,  # stop early instead of chasing a finite-time blow-up
                 )
             if (
-                solution.success
+                solution.status == 0
                 and solution.y.shape[1] == hp.n_times
                 and np.all(np.abs(solution.y) < 1e3)
             ):

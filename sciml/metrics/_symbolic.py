@@ -75,11 +75,13 @@ def decode_valid_equation(
     allowed = {sympy.Symbol(f"u_{i}") for i in range(dim)} | {sympy.Symbol("t")}
     if any(not e.free_symbols <= allowed for e in expressions):
         return None
+    if any(e.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo, sympy.I) for e in expressions):
+        return None
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             values = _numpy_field(expressions, dim)(0.0, check_states.T)
-    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+    except (TypeError, ValueError, KeyError, ZeroDivisionError, OverflowError):
         return None
     return expressions if np.all(np.isfinite(values)) else None
 

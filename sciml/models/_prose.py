@@ -93,7 +93,7 @@ class PROSE(Task):
         data_loss_weight: $w$.
         train_queries: query times per training step (``None``: all).
         warmup_steps: linear learning-rate warm-up before the optimizer's schedule.
-        decode_in_eval: greedy-decode equations in val/test (slower).
+        decode_in_val: greedy-decode equations in validation too (test always decodes).
         optimizer: optimizer settings.
 
     Shapes:
@@ -110,7 +110,7 @@ class PROSE(Task):
         data_loss_weight: float = 6.0,
         train_queries: int | None = 32,
         warmup_steps: int = 100,
-        decode_in_eval: bool = True,
+        decode_in_val: bool = True,
         optimizer: OptimizerConfig = OptimizerConfig(),  # noqa: B008
     ) -> None:
         super().__init__()
@@ -245,7 +245,8 @@ class PROSE(Task):
             "rel_l2_noisy": continuation_rel_l2(u_hat, batch["u_out_noisy"], mask).mean(),
             "last_value_rel_l2": continuation_rel_l2(last, batch["u_out"], mask).mean(),
         }
-        if not (self.hparams.multimodal and self.hparams.decode_in_eval):
+        decode = stage == "test" or self.hparams.decode_in_val
+        if not (self.hparams.multimodal and decode):
             return terms
         variants = [("symbols", "")] + ([("symbols_corrupted", "_corrupted")] * (stage == "test"))
         for key, suffix in variants:

@@ -58,8 +58,9 @@ class SBIRRConfig:
         step: path step $h$. Linear back-end: steps of exactly $h$ and a shorter last one per
             interval (one $h$ for the whole refit); IPF back-end: $\\lceil\\Delta_k/h\\rceil$
             uniform steps per interval.
-        refit: ``"logm"`` (regress $X_{j+1}$ on $[X_j, 1]$, $A = \\log \\hat F / h$: no $O(h)$
-            bias) or ``"ols"`` (Euler increments) for the linear family; ``"adam"`` (any family)
+        refit: ``"auto"`` (``"logm"`` for the linear family, else ``"adam"``); ``"logm"``
+            (regress $X_{j+1}$ on $[X_j, 1]$, $A = \\log \\hat F / h$: no $O(h)$ bias) or
+            ``"ols"`` (Euler increments) for the linear family; ``"adam"`` (any family)
             minimises the Euler regression with the model's optimizer.
         refit_steps: Adam steps per outer iteration (warm-started).
         refit_batch_size: increments per Adam step.
@@ -73,7 +74,7 @@ class SBIRRConfig:
     max_iterations: int = 8
     tol: float = 0.01
     step: float = 0.1
-    refit: Literal["logm", "ols", "adam"] = "logm"
+    refit: Literal["auto", "logm", "ols", "adam"] = "auto"
     refit_steps: int = 200
     refit_batch_size: int = 16384
     sinkhorn_reg: float = 1.0
@@ -90,8 +91,10 @@ class SBIRRConfig:
             raise ValueError(f"config.max_iterations must be >= 1, got {self.max_iterations}")
         if self.tol < 0 or self.step <= 0 or self.sinkhorn_reg <= 0:
             raise ValueError("config.tol must be >= 0; config.step, config.sinkhorn_reg > 0")
-        if self.refit not in ("logm", "ols", "adam"):
-            raise ValueError(f"config.refit must be one of logm, ols, adam; got {self.refit!r}")
+        if self.refit not in ("auto", "logm", "ols", "adam"):
+            raise ValueError(
+                f"config.refit must be one of auto, logm, ols, adam; got {self.refit!r}"
+            )
         if min(self.refit_steps, self.ipf_iterations, self.ipf_fit_steps) < 1:
             raise ValueError("config.refit_steps, ipf_iterations and ipf_fit_steps must be >= 1")
 
@@ -161,9 +164,12 @@ class SchrodingerBridge(Task):
         self.backend = ("linear" if is_linear else "ipf") if backend == "auto" else backend
         if self.backend == "linear" and not is_linear:
             raise ValueError('model.backend="linear" needs the linear family (f(x) = A x + c)')
-        if self.config.refit != "adam" and not is_linear:
+        self.refit = (
+            ("logm" if is_linear else "adam") if self.config.refit == "auto" else self.config.refit
+        )
+        if self.refit != "adam" and not is_linear:
             raise ValueError(
-                f'model.config.refit="{self.config.refit}" needs the linear family; use "adam"'
+                f'model.config.refit="{self.refit}" needs the linear family; use "adam"'
             )
         self.sigma = float(sigma)
         self.history: list[dict[str, Any]] = []
@@ -304,7 +310,7 @@ class SchrodingerBridge(Task):
         paths = [self._interval_paths(k, generator) for k in range(len(self._times) - 1)]
         before = {name: value.detach().clone() for name, value in self.drift.state_dict().items()}
         old = _flat_parameters(self.drift)
-        if self.config.refit == "adam":
+        if self.refit == "adam":
             self._refit_adam(paths, generator)
         else:
             self._refit_linear(paths)
@@ -343,7 +349,7 @@ class SchrodingerBridge(Task):
     def _refit_linear(self, paths: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         x, after, durations = self._increments(paths)
         d, h = x.shape[1], self.config.step
-        if self.config.refit == "logm":
+        if self.refit == "logm":
             # Only steps of exactly h: mixing step lengths in one regression (one h for intervals
             # of unequal gaps) is the bug that made A diverge in a prototype.
             full = (durations - h).abs() < 1e-9
@@ -358,7 +364,7 @@ class SchrodingerBridge(Task):
         coef = torch.linalg.lstsq(design, target).solution  # (d [+1], d)
         slope = coef[:d].T
         offset = coef[d] if self.drift.intercept else torch.zeros(d, dtype=coef.dtype)
-        if self.config.refit == "logm":
+        if self.refit == "logm":
             A = torch.from_numpy(np.real(scipy.linalg.logm(slope.numpy()))) / h
             c = torch.linalg.solve(_integrated_flow(A, h), offset)
         else:
@@ -505,7 +511,7 @@ class SchrodingerBridge(Task):
         times, snapshots, _, _ = self._unpack(batch)
         self.set_snapshots(times, snapshots)
         record = self.refine()
-        if self.config.refit != "adam":
+        if self.refit != "adam":
             # The closed-form refit takes no gradient step. A step without gradients moves no
             # parameter but makes global_step count outer iterations; checkpoints and logs are
             # keyed by it.

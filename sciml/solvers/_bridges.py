@@ -452,7 +452,8 @@ def ipf_bridge(
         n_steps: Euler steps $N$ over the gap.
         iterations: IPF iterations (each fits one backward and one forward drift).
         hidden_dims, fit_steps, lr, batch_size: drift networks and their Adam fits.
-        warm_start: a previous bridge over the same gap whose networks are copied and refined.
+        warm_start: a previous bridge over the same gap whose networks are copied as the
+            starting point of the regressions (the IPF itself restarts from the reference).
 
     Returns:
         :class:`IPFBridge`.
@@ -470,7 +471,13 @@ def ipf_bridge(
         forward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=1.0)
         backward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=-1.0)
     bridge = IPFBridge(forward_net, backward_net, x0[:, None], x1[:, None], times)
-    forward_paths = bridge.simulate(x0, reference, sigma, generator=generator)
+    # IPF starts from the reference process itself, never from a warm-started drift: the first
+    # path measure defines the reference of the bridge (starting from an old bridge's drift
+    # would count the old correction twice). Warm starts only initialise the regressions.
+    forward_paths = simulate_euler_maruyama(
+        (lambda x, t: reference(x)) if reference is not None else (lambda x, t: 0.0 * x),
+        x0, times, sigma, generator=generator,
+    )  # fmt: skip
     fit = {"steps": fit_steps, "lr": lr, "batch_size": batch_size, "generator": generator}
     for _ in range(iterations):
         later = forward_paths[:, 1:].reshape(-1, dim)
