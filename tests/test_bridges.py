@@ -10,9 +10,9 @@ import scipy.linalg
 import torch
 
 from sciml.metrics import energy_distance, relative_frobenius_error, sampling_floor, wasserstein2
+from sciml.nn import ipf_bridge
 from sciml.solvers import (
     entropic_plan,
-    ipf_bridge,
     linear_bridge_cost,
     linear_bridge_marginal,
     linear_bridge_paths,

@@ -30,10 +30,16 @@ import torch
 from torch import nn
 
 from ..metrics import energy_distance, relative_frobenius_error, wasserstein2
-from ..nn import DriftFamily, LinearDrift, LotkaVolterraDrift, PotentialDrift, RepressilatorDrift
+from ..nn import (
+    DriftFamily,
+    LinearDrift,
+    LotkaVolterraDrift,
+    PotentialDrift,
+    RepressilatorDrift,
+    ipf_bridge,
+)
 from ..solvers import (
     entropic_plan,
-    ipf_bridge,
     linear_bridge_cost,
     linear_bridge_marginal,
     linear_bridge_paths,

@@ -9,6 +9,7 @@ from ._drifts import (
     RepressilatorDrift,
 )
 from ._graph import HamiltonianGraphNetwork, symplectic_gradient
+from ._ipf import IPFBridge, ipf_bridge
 from ._latent import (
     OPERATOR_SOLVERS,
     gaussian_kl,
@@ -35,6 +36,7 @@ __all__ = [
     "DataEmbedding",
     "DriftFamily",
     "HamiltonianGraphNetwork",
+    "IPFBridge",
     "LinearDrift",
     "LotkaVolterraDrift",
     "ModalityFusion",
@@ -49,6 +51,7 @@ __all__ = [
     "TransformerEncoder",
     "activation",
     "gaussian_kl",
+    "ipf_bridge",
     "least_squares_operator",
     "linear_prediction_loss",
     "natural_cubic_spline_coeffs",

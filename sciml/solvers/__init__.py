@@ -9,15 +9,13 @@
 * :func:`rk4`, :func:`leapfrog` — fixed-step classic RK4 and symplectic Störmer–Verlet.
 * :class:`ODESolverConfig`, :class:`SDESolverConfig` — frozen settings for configs.
 * :func:`linear_transition` (Van Loan), :func:`linear_bridge_cost`, :func:`entropic_plan`,
-  :func:`linear_bridge_paths`, :func:`ipf_bridge` — Schrödinger-bridge building blocks.
+  :func:`linear_bridge_paths` — Schrödinger-bridge building blocks.
 """
 
 from ._bridges import (
-    IPFBridge,
     LinearTransition,
     diffusion_matrix,
     entropic_plan,
-    ipf_bridge,
     linear_bridge_cost,
     linear_bridge_marginal,
     linear_bridge_paths,
@@ -41,7 +39,6 @@ __all__ = [
     "TABLEAUS",
     "ButcherTableau",
     "GridBrownian",
-    "IPFBridge",
     "LinearTransition",
     "MaxStepsError",
     "ODESolverConfig",
@@ -53,7 +50,6 @@ __all__ = [
     "diffusion_matrix",
     "entropic_plan",
     "error_ratio",
-    "ipf_bridge",
     "leapfrog",
     "linear_bridge_cost",
     "linear_bridge_marginal",
