@@ -181,6 +181,7 @@ class PROSE(Task):
         self, batch: dict[str, torch.Tensor], symbols_key: str = "symbols"
     ) -> tuple[torch.Tensor, list[list[str]] | None]:
         """Continuation at all ``t_out`` and the greedily decoded equations (token strings)."""
+        batch = self._trim(batch)
         symbols = batch[symbols_key] if self.hparams.multimodal else None
         data, text, mask = self.encode(batch["t_in"], batch["u_in"], symbols)
         u_hat = self.operator_decoder(batch["t_out"], data)
