@@ -195,7 +195,9 @@ def main() -> None:
         met = "yes" if g["met"] else "NO"
         print(f"{g['name']:<{width}}  {g['value']:>10.4g}  {g['goal']:>8}  {met}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    # NaN (a case that stopped on a non-finite loss) is not valid JSON: write null.
+    text = json.dumps(report, indent=2).replace("NaN", "null")
+    RESULTS.write_text(text + "\n")
     print(f"wrote {RESULTS}")
 
 
