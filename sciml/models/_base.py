@@ -62,6 +62,15 @@ class Task(pl.LightningModule, abc.ABC):
         config = self.hparams.get("optimizer", OptimizerConfig())
         return OptimizerConfig(**config) if isinstance(config, dict) else config
 
+    def total_steps(self) -> int | None:
+        """Optimisation steps of the whole run (``None`` outside a trainer), e.g. for decaying
+        regularizer weights."""
+        if self._trainer is None:
+            return None
+        if self.trainer.max_steps and self.trainer.max_steps > 0:
+            return self.trainer.max_steps
+        return int(self.trainer.estimated_stepping_batches)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Checkpoints are loaded with ``weights_only=True``: settings dataclasses go in as plain
         # dicts, which every Task's ``__init__`` turns back into the dataclass.

@@ -134,21 +134,13 @@ class NeuralODE(Task):
         }
         if regularized:
             penalty, reg_terms = regularized[0].weighted_penalty(
-                self.regularizers, self.global_step, self._total_steps()
+                self.regularizers, self.global_step, self.total_steps()
             )
             loss = mse + penalty
             terms.update(reg_terms, nfe_reg=float(regularized[0].nfe_reg))
         if stage != "train" and "y_true" in batch:
             terms["rel_l2"] = relative_l2(prediction.detach(), batch["y_true"])
         return loss, terms
-
-    def _total_steps(self) -> int | None:
-        """Total optimisation steps of the run, for decaying regularizer weights."""
-        if self._trainer is None:
-            return None
-        if self.trainer.max_steps and self.trainer.max_steps > 0:
-            return self.trainer.max_steps
-        return int(self.trainer.estimated_stepping_batches)
 
     def on_after_backward(self) -> None:
         # The adjoint's backward evaluations are only known once backward has run.

@@ -165,7 +165,7 @@ class NeuralSDE(Task):
                     rtol=self.solver.rtol,
                     atol=self.solver.atol,
                 )
-                total = total + regularizer.weight_at(self.global_step, self._total_steps()) * (
+                total = total + regularizer.weight_at(self.global_step, self.total_steps()) * (
                     penalty.value
                 )
                 terms[f"reg_{regularizer.name}"] = penalty.value.detach()
@@ -183,11 +183,3 @@ class NeuralSDE(Task):
             terms["nfe_drift"] = float(self.last_stats.nfe_forward)
             terms["nfe_diffusion"] = float(self.last_stats.nfe_diffusion)
         return loss, terms
-
-    def _total_steps(self) -> int | None:
-        """Total optimisation steps of the run, for decaying regularizer weights."""
-        if self._trainer is None:
-            return None
-        if self.trainer.max_steps and self.trainer.max_steps > 0:
-            return self.trainer.max_steps
-        return int(self.trainer.estimated_stepping_batches)

@@ -140,7 +140,7 @@ class ODEClassifier(Task):
             self.last_stats = solution.stats
             logits = self.head(solution.ys[-1])
             penalty, reg_terms = solution.weighted_penalty(
-                self.regularizers, self.global_step, self._total_steps()
+                self.regularizers, self.global_step, self.total_steps()
             )
             terms.update(reg_terms, nfe_reg=float(solution.nfe_reg))
         else:
@@ -165,14 +165,6 @@ class ODEClassifier(Task):
             self(torch.cat(self._test_inputs))
         self.log("test/nfe", float(self.last_stats.nfe_forward))
         self._test_inputs = []
-
-    def _total_steps(self) -> int | None:
-        """Total optimisation steps of the run, for decaying regularizer weights."""
-        if self._trainer is None:
-            return None
-        if self.trainer.max_steps and self.trainer.max_steps > 0:
-            return self.trainer.max_steps
-        return int(self.trainer.estimated_stepping_batches)
 
     def on_after_backward(self) -> None:
         # The adjoint's backward evaluations are only known once backward has run.
