@@ -1,6 +1,6 @@
 """``python -m sciml`` runs the command line."""
 
-from .cli import main
+from .cli import console_main
 
 if __name__ == "__main__":
-    main()
+    console_main()

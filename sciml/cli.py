@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 from .data import ProblemDataModule
 from .models import Task
 
-__all__ = ["SciMLCLI", "main"]
+__all__ = ["SciMLCLI", "console_main", "main"]
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     # PINNs and Hamiltonian models differentiate with respect to their inputs in evaluation too.
@@ -61,6 +61,15 @@ def main(args: ArgsType = None, *, run: bool = True) -> SciMLCLI:
         with mock.patch.object(sys, "argv", sys.argv[:1]):
             return _build(args, run)
     return _build(args, run)
+
+
+def console_main() -> None:
+    """The ``sciml`` console script and ``python -m sciml``: run the command line from ``sys.argv``.
+
+    Unlike :func:`main` it returns nothing, so a successful run exits with status 0 (a console
+    script passes its function's return value to ``sys.exit``).
+    """
+    main()
 
 
 def _build(args: ArgsType, run: bool) -> SciMLCLI:

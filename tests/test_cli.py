@@ -141,6 +141,20 @@ def test_python_module_entry_point(in_tmp_dir):
     assert "fit" in out.stdout and "test" in out.stdout
 
 
+def test_console_script_exits_zero_on_success(in_tmp_dir):
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("sciml")
+    config = PROBLEMS / "neural_ode" / "spiral.yaml"
+    args = [str(script), "fit", "-c", str(config), "--trainer.fast_dev_run=true", *SMALL]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    failed = subprocess.run([*args, "--model.init_args.nope=1"], capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert "nope" in failed.stderr
+
+
 def test_cli_uses_input_gradient_friendly_trainer(in_tmp_dir):
     config = PROBLEMS / "neural_ode" / "spiral.yaml"
     cli = main(["-c", str(config), *SMALL], run=False)

@@ -160,6 +160,26 @@ def _exact_convection_model(beta):
     return model
 
 
+@pytest.mark.parametrize("velocity", ["50", "u"])
+def test_frozen_velocity_prior_starts_on_the_exact_characteristics(velocity):
+    # Untrained, N_x = 0: X = xi + t f(u0(xi)), the exact characteristics of constant-speed
+    # convection and of inviscid Burgers before breaking (t < 1 for u0 = sin x), so r_x = 0 once
+    # U = u0 along them (N_u = 0 here); J = 1 + t f_xi is exact, whatever the speed.
+    problem = ConvectionDiffusion1D(velocity=velocity, nu=0.0)
+    model = LagrangianPINN(problem, characteristic_prior="frozen_velocity").double()
+    with torch.no_grad():
+        model.u_net[-2].weight.zero_()
+        model.u_net[-2].bias.zero_()
+    xi, t = _points(t_final=0.9)
+    res = model.residuals(xi, t)
+    jacobian = 1 + t * torch.cos(xi) if velocity == "u" else torch.ones_like(t)
+    assert res["r_x"].abs().max() < 1e-12 and res["r_u"].abs().max() < 1e-12
+    assert torch.allclose(res["jacobian"], jacobian, rtol=0, atol=1e-12)
+    # the plain ansatz at initialisation is far from it: the prior is what makes J well conditioned
+    plain = LagrangianPINN(problem).double().residuals(xi, t)
+    assert plain["r_x"].abs().max() > 1e-2
+
+
 def test_to_eulerian_recovers_the_exact_solution_up_to_the_interpolation_floor():
     model = _exact_convection_model(50)
     x = torch.linspace(0.0, TWO_PI, 257, dtype=torch.float64)[:-1]
@@ -243,6 +263,8 @@ def test_problem_mismatch_and_bad_options():
         _trainer(fast_dev_run=True).fit(LagrangianPINN(ConvectionDiffusion1D(velocity="50")), data)
     with pytest.raises(ValueError, match="chain_rule"):
         LagrangianPINN(diffusion="eulerian")
+    with pytest.raises(ValueError, match="frozen_velocity"):
+        LagrangianPINN(characteristic_prior="straight")
     with pytest.raises(ValueError, match="line_search_fn"):
         LagrangianPINN(lbfgs={"line_search_fn": "armijo"})
 

@@ -19,6 +19,7 @@ __all__ = ["CrossingCharacteristicsWarning", "LagrangianPINN", "lagrangian_resid
 
 Flow = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 DIFFUSION_MODES = ("chain_rule", "label_space")
+CHARACTERISTIC_PRIORS = ("none", "frozen_velocity")
 
 
 class CrossingCharacteristicsWarning(UserWarning):
@@ -91,13 +92,22 @@ class LagrangianPINN(PhysicsInformedTask):
 
     $$ X = \xi + t\,s_f\,N_x(e), \qquad U = u_0(\xi) + t\,N_u(e), $$
 
-    with $s_f = \max_x |f(u_0(x), x, 0)|$ so both networks output $O(1)$ numbers. The loss is
-    $\mathrm{mean}(r_x^2)/s_f^2 + \mathrm{mean}(r_u^2)$ over the collocation points, minimised by
-    Adam then L-BFGS (see :class:`~sciml.models.PhysicsInformedTask`). Evaluation maps the
-    particles back to a fixed grid with :meth:`to_eulerian` and logs ``rel_l2`` (normalised by the
-    reference's fluctuation, :func:`sciml.metrics.relative_l2_centered`), ``rel_l2_particles``
-    (the error on the particles, $U$ against $u_{ref}(X, t)$, no interpolation) and the smallest
-    $J = X_\xi$.
+    with $s_f = \max_x |f(u_0(x), x, 0)|$ so both networks output $O(1)$ numbers. With
+    ``characteristic_prior="frozen_velocity"`` the straight characteristic of the initial velocity
+    is built in and $N_x$ (last layer zero-initialised) learns only the correction:
+
+    $$ X = \xi + t\,f(u_0(\xi), \xi, 0) + t\,s_f\,N_x(e). $$
+
+    This is exact with $N_x \equiv 0$ for constant-speed convection and for inviscid Burgers before
+    the shock, and training starts from $J = X_\xi = 1 + t\,\partial_\xi f(u_0, \xi, 0)$ instead of
+    $1 + t\,s_f\,\partial_\xi N_x$: with the plain ansatz a random $N_x$ makes $J$ wrong by
+    $O(s_f)$, so $J$ crosses 0 and the chain-rule $u_{xx}$ (which divides by $J$ twice) blows up.
+    The loss is $\mathrm{mean}(r_x^2)/s_f^2 + \mathrm{mean}(r_u^2)$ over the collocation points,
+    minimised by Adam then L-BFGS (see :class:`~sciml.models.PhysicsInformedTask`). Evaluation
+    maps the particles back to a fixed grid with :meth:`to_eulerian` and logs ``rel_l2``
+    (normalised by the reference's fluctuation, :func:`sciml.metrics.relative_l2_centered`),
+    ``rel_l2_particles`` (the error on the particles, $U$ against $u_{ref}(X, t)$, no
+    interpolation) and the smallest $J = X_\xi$.
 
     Args:
         problem: the PDE (same as the data module's).
@@ -105,6 +115,7 @@ class LagrangianPINN(PhysicsInformedTask):
         activation: hidden activation of both networks.
         diffusion: ``"chain_rule"`` (correct) or ``"label_space"`` (the paper's code; wrong when
             $J \ne 1$, kept to reproduce it).
+        characteristic_prior: ``"none"`` (the paper's ansatz) or ``"frozen_velocity"`` (see above).
         velocity_scale: $s_f$; default from the problem.
         adam_steps: Adam steps before L-BFGS.
         optimizer: Adam settings.
@@ -123,6 +134,7 @@ class LagrangianPINN(PhysicsInformedTask):
         u_hidden_dims: Sequence[int] = (32, 32, 32),
         activation: str = "tanh",
         diffusion: Literal["chain_rule", "label_space"] = "chain_rule",
+        characteristic_prior: Literal["none", "frozen_velocity"] = "none",
         velocity_scale: float | None = None,
         adam_steps: int = 1500,
         optimizer: OptimizerConfig = OptimizerConfig(),  # noqa: B008
@@ -133,6 +145,11 @@ class LagrangianPINN(PhysicsInformedTask):
         self.optimizer_config(), self.lbfgs_config()  # validate settings given as dicts now
         if diffusion not in DIFFUSION_MODES:
             raise ValueError(f"model.diffusion must be one of {DIFFUSION_MODES}, got {diffusion!r}")
+        if characteristic_prior not in CHARACTERISTIC_PRIORS:
+            raise ValueError(
+                f"model.characteristic_prior must be one of {CHARACTERISTIC_PRIORS}, "
+                f"got {characteristic_prior!r}"
+            )
         if adam_steps < 0:
             raise ValueError(f"model.adam_steps must be >= 0, got {adam_steps}")
         self.problem = ConvectionDiffusion1D(**problem) if isinstance(problem, dict) else problem
@@ -144,10 +161,17 @@ class LagrangianPINN(PhysicsInformedTask):
         self.embedding = PeriodicEmbedding(self.problem.length, self.problem.t_final)
         self.x_net = MLP(3, 1, x_hidden_dims, activation_name=activation)
         self.u_net = MLP(3, 1, u_hidden_dims, activation_name=activation)
+        if characteristic_prior == "frozen_velocity":
+            with torch.no_grad():  # start exactly on the frozen-velocity characteristics
+                self.x_net[-2].weight.zero_()
+                self.x_net[-2].bias.zero_()
 
     def forward(self, xi: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.embedding(xi, t)
         x_pos = xi + t * self.scale * self.x_net(features)[..., 0]
+        if self.hparams.characteristic_prior == "frozen_velocity":
+            u_start = self.problem.initial_torch(xi)
+            x_pos = x_pos + t * self.problem.velocity_torch(u_start, xi, torch.zeros_like(t))
         u_val = self.problem.initial_torch(xi) + t * self.u_net(features)[..., 0]
         return x_pos, u_val
 
