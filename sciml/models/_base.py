@@ -79,18 +79,28 @@ class Task(pl.LightningModule, abc.ABC):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, terms = self.compute_loss(batch, "train")
-        if not torch.isfinite(loss):
-            values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-            raise NonFiniteLossError(
-                f"non-finite training loss {float(loss.detach())} "
-                f"at global step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx}); terms: {values or 'none'}. "
-                "The weights were not updated; the last checkpoint is the last good state. "
-                "Lower the learning rate or tighten the solver tolerances, "
-                "then resume with --ckpt_path."
-            )
+        self.check_finite_loss(loss, terms, where=f"epoch {self.current_epoch}, batch {batch_idx}")
         self._log_terms("train", loss, terms, batch)
         return loss
+
+    def check_finite_loss(
+        self,
+        loss: torch.Tensor,
+        terms: dict[str, Any],
+        *,
+        where: str,
+        advice: str = "Lower the learning rate or tighten the solver tolerances",
+    ) -> None:
+        """Raise :class:`NonFiniteLossError` naming the step, ``where`` and the loss terms when
+        ``loss`` is NaN or infinite; call it before the optimizer step so the weights stay good."""
+        if torch.isfinite(loss):
+            return
+        values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        raise NonFiniteLossError(
+            f"non-finite training loss {float(loss.detach())} at global step {self.global_step} "
+            f"({where}); terms: {values or 'none'}. The weights were not updated; the last "
+            f"checkpoint is the last good state. {advice}, then resume with --ckpt_path."
+        )
 
     @torch.enable_grad()
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

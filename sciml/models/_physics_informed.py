@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-from ._base import NonFiniteLossError, OptimizerConfig, Task
+from ._base import OptimizerConfig, Task
 
 __all__ = ["LBFGSConfig", "PhysicsInformedTask"]
 
@@ -78,9 +78,9 @@ class PhysicsInformedTask(Task, abc.ABC):
 
     The real L-BFGS iteration and loss-evaluation counts are logged as
     ``train/lbfgs_iterations`` and ``train/lbfgs_evaluations``. A non-finite loss raises
-    :class:`NonFiniteLossError` naming the step and the terms, with the weights of the last
-    finite state. An L-BFGS chunk that ends non-finite is undone and retried from scratch with half
-    the step length (up to 3 times) before that.
+    :class:`~sciml.models.NonFiniteLossError` naming the step and the terms, with the weights of
+    the last finite state. An L-BFGS chunk that ends non-finite is undone and retried from
+    scratch with half the step length (up to 3 times) before that.
 
     Subclasses store ``adam_steps``, ``optimizer`` and ``lbfgs`` hyperparameters.
     """
@@ -234,15 +234,8 @@ class PhysicsInformedTask(Task, abc.ABC):
         return loss.detach(), terms
 
     def _check_finite(self, loss: torch.Tensor, terms: dict[str, Any], batch_idx: int) -> None:
-        if torch.isfinite(loss):
-            return
-        values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-        raise NonFiniteLossError(
-            f"non-finite training loss {float(loss.detach())} at global step {self.global_step} "
-            f"({self._schedule.phase} phase of stage {self._schedule.stage}, batch {batch_idx}); "
-            f"terms: {values or 'none'}. The weights were not updated; the last checkpoint is "
-            "the last good state. Lower the learning rate, then resume with --ckpt_path."
-        )
+        phase = f"{self._schedule.phase} phase of stage {self._schedule.stage}, batch {batch_idx}"
+        self.check_finite_loss(loss, terms, where=phase, advice="Lower the learning rate")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
