@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import sympy
 
-from ._lambdify import SymbolicParseError
+from ._lambdify import SymbolicParseError, parse_expressions
 
 __all__ = ["SymbolicHamiltonian", "parse_hamiltonian"]
 
@@ -59,23 +59,7 @@ def parse_hamiltonian(
             f"{where}: coordinate, momentum and parameter names repeat: {names}"
         )
     symbols = [sympy.Symbol(name) for name in names]
-    allowed = dict(zip(names, symbols, strict=True))
-    if not isinstance(hamiltonian, str):
-        raise SymbolicParseError(f"{where} must be a string, got {type(hamiltonian).__name__}")
-    try:
-        energy = sympy.sympify(hamiltonian, locals=allowed)
-    except (sympy.SympifyError, SyntaxError, TypeError) as err:
-        raise SymbolicParseError(
-            f"{where} = {hamiltonian!r} is not a valid expression: {err}"
-        ) from err
-    if not isinstance(energy, sympy.Expr):
-        raise SymbolicParseError(f"{where} = {hamiltonian!r} is not a scalar expression")
-    unknown = sorted(str(s) for s in energy.free_symbols if str(s) not in allowed)
-    if unknown:
-        raise SymbolicParseError(
-            f"{where} = {hamiltonian!r} uses unknown symbols {unknown}; allowed: coordinates "
-            f"{coordinates}, momenta {momenta} and parameters {parameters}"
-        )
+    (energy,) = parse_expressions([hamiltonian], variables=names, where=where)
     q = symbols[: len(coordinates)]
     p = symbols[len(coordinates) : 2 * len(coordinates)]
     field = [sympy.diff(energy, pi) for pi in p] + [-sympy.diff(energy, qi) for qi in q]
