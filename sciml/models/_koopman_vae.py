@@ -89,8 +89,17 @@ class KoopmanVAE(Task):
       (missing rows) a neural CDE over the natural cubic spline of the observed rows
       (:class:`sciml.nn.NeuralCDE`), ``Linear(H, H)`` + sigmoid and a one-layer bi-GRU replace
       the GRU stack, as in the authors' code.
-    * Prior $p(z_t \mid z_{<t})$: a GRU cell run freely from $z_0 = 0$, $h_0 = 0$, emitting
-      $(\mu_p, \log\sigma_p^2)$ and feeding back the sample $\bar z_t$.
+    * Prior $p(z_t \mid z_{<t})$: a GRU cell started from $z_0 = 0$, $h_0 = 0$, emitting
+      $(\mu_p, \log\sigma_p^2)$. Generation runs it freely, feeding back its own sample
+      $\bar z_t$. In the KL term it is conditioned on the posterior sample's past
+      (``prior_kl="posterior"``, the default: $p(z_t \mid z^q_{<t})$, as in sequential VAEs) or
+      run freely as in the authors' code (``prior_kl="free"``). The free form cannot learn
+      temporal structure from the KL: the $(\mu_p, \sigma_p)$ minimising
+      $\mathbb E_x \mathbb E_{\bar z}\,\mathrm{KL}(q(z_t \mid x) \| p(z_t \mid \bar z_{<t}))$
+      for a path $\bar z$ drawn independently of $x$ are the same for every path (the moments
+      of the aggregate posterior at step $t$), so its samples are nearly independent across time
+      and decode to under-dispersed, jittery sequences unless the Koopman term alone supplies the
+      coherence (``docs/benchmarks.md`` measures both on TimeGAN sines).
     * Decoder: bi-GRU, linear, sigmoid (data are min-max scaled to [0, 1]).
     * Koopman operator: not a parameter; every step $C$ solves
       $\min_C \|\bar Z_{:, :-1} C - \bar Z_{:, 1:}\|$ over the batch's prior samples by a
@@ -101,14 +110,15 @@ class KoopmanVAE(Task):
     Loss (``B`` the batch size, sums over time, features and latent dimensions):
 
     $$ L = w_\text{rec} \tfrac1B \sum m_t (\hat x_t - x_t)^2
-       + w_\text{kl} \tfrac1B \sum_t \mathrm{KL}(q(z_t \mid x) \,\|\, p(z_t \mid \bar z_{<t}))
+       + w_\text{kl} \tfrac1B \sum_t \mathrm{KL}(q(z_t \mid x) \,\|\, p(z_t \mid z_{<t}))
        + w_\text{pred} L_\text{pred} + \lambda R_\text{spectral}(C), $$
 
-    the KL with the free-running prior of the same pass (not teacher-forced), reconstruction only
-    on observed rows ($m_t$). Defaults are the paper's for sines (``w_kl=0.007``,
-    ``w_pred=0.005``, Adam 7e-4; batch 64 is the data module's). The optional ``spectral``
-    regularizer (e.g. :class:`sciml.regularizers.EigenvalueModulusRegularizer`) constrains the
-    eigenvalues of $C$ (domain knowledge such as stability or undamped modes).
+    the KL against the prior conditioned as ``prior_kl`` says, reconstruction only on observed
+    rows ($m_t$); $L_\text{pred}$ always uses free-running prior samples $\bar z$. Defaults are
+    the paper's for sines (``w_kl=0.007``, ``w_pred=0.005``, Adam 7e-4; batch 64 is the data
+    module's). The optional ``spectral`` regularizer (e.g.
+    :class:`sciml.regularizers.EigenvalueModulusRegularizer`) constrains the eigenvalues of $C$
+    (domain knowledge such as stability or undamped modes).
 
     Generation (:meth:`generate`): run the prior and decode (the reference behaviour), or
     ``method="linear"``: $z_t = z_{t-1} C + \varepsilon_t$ with $C$ and the residual scale fitted
@@ -125,6 +135,8 @@ class KoopmanVAE(Task):
         encoder: ``"gru"`` (complete sequences) or ``"cde"`` (missing rows allowed).
         w_rec, w_kl, w_pred: loss weights.
         pred_steps: horizon of the predictive loss.
+        prior_kl: ``"posterior"`` (prior fed the posterior sample's past in the KL) or
+            ``"free"`` (prior run on its own samples in the KL, the authors' code).
         operator_solver: ``"qr"`` or ``"pinv"``.
         spectral: a regularizer applied to $C$ (``forward(operator)``), weighted by its own
             schedule.
@@ -150,6 +162,7 @@ class KoopmanVAE(Task):
         w_kl: float = 0.007,
         w_pred: float = 0.005,
         pred_steps: int = 1,
+        prior_kl: Literal["posterior", "free"] = "posterior",
         operator_solver: Literal["qr", "pinv"] = "qr",
         spectral: AbstractRegularizer | None = None,
         metrics: TimeSeriesMetricsConfig = TimeSeriesMetricsConfig(),
@@ -159,6 +172,8 @@ class KoopmanVAE(Task):
         self.save_hyperparameters(ignore=["spectral"])
         if encoder not in ("gru", "cde"):
             raise ValueError(f"model.encoder must be 'gru' or 'cde', got {encoder!r}")
+        if prior_kl not in ("posterior", "free"):
+            raise ValueError(f"model.prior_kl must be 'posterior' or 'free', got {prior_kl!r}")
         if operator_solver not in OPERATOR_SOLVERS:
             raise ValueError(
                 f"model.operator_solver must be one of {OPERATOR_SOLVERS}, got {operator_solver!r}"
@@ -232,15 +247,29 @@ class KoopmanVAE(Task):
         return torch.sigmoid(self.decoder_out(features))
 
     def prior(
-        self, n: int, length: int | None = None, *, generator: torch.Generator | None = None
+        self,
+        n: int,
+        length: int | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        conditioning: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the GRU-cell prior freely; ``(samples, mean, logvar)``, each ``(n, T, k)``."""
+        r"""Run the GRU-cell prior; ``(samples, mean, logvar)``, each ``(n, T, k)``.
+
+        Without ``conditioning`` the cell is fed its own previous sample (free running). With
+        ``conditioning`` ``(n, T, k)`` it is fed ``conditioning[:, t-1]`` instead (teacher
+        forcing), so ``mean[:, t], logvar[:, t]`` parametrise $p(z_t \mid z_{<t})$ on that path.
+        """
+        if conditioning is not None:
+            n, length = conditioning.shape[:2]
         length = length or self.hparams.seq_len
         k, h_dim = self.hparams.latent_dim, self.hparams.hidden_dim
         z = self.operator.new_zeros(n, k)
         h = self.operator.new_zeros(n, h_dim)
         samples, means, logvars = [], [], []
-        for _ in range(length):
+        for t in range(length):
+            if conditioning is not None and t > 0:
+                z = conditioning[:, t - 1]
             h = self.prior_cell(z, h)
             mean, logvar = self.prior_mean(h), self.prior_logvar(h)
             noise = torch.randn(n, k, generator=generator, device=h.device, dtype=h.dtype)
@@ -254,6 +283,8 @@ class KoopmanVAE(Task):
         mean_q, logvar_q = self.encode(batch)
         z_posterior = mean_q + torch.exp(0.5 * logvar_q) * torch.randn_like(mean_q)
         z_prior, mean_p, logvar_p = self.prior(len(mean_q), mean_q.shape[1])
+        if self.hparams.prior_kl == "posterior":
+            _, mean_p, logvar_p = self.prior(len(mean_q), conditioning=z_posterior)
         return {
             "reconstruction": self.decode(z_posterior),
             "mean_q": mean_q,
