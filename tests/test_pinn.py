@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sciml.data import ConvectionDiffusion1D, ConvectionDiffusionDataModule
-from sciml.models import PINN
+from sciml.models import PINN, LagrangianPINN
 
 TWO_PI = 2 * math.pi
 
@@ -170,3 +170,11 @@ def test_eulerian_pinn_fails_on_convection_beta_30():
     model = PINN(problem, adam_steps=2000, lbfgs={"max_iter": 2000, "iterations_per_step": 100})
     trainer = _fit(model, data)
     assert trainer.test(model, data, verbose=False)[0]["test/rel_l2"] > 0.3
+
+
+@pytest.mark.parametrize("model_class", [PINN, LagrangianPINN])
+def test_model_and_data_must_pose_the_same_problem(model_class):
+    data = ConvectionDiffusionDataModule(ConvectionDiffusion1D(velocity="50"), n_collocation=64)
+    model = model_class(ConvectionDiffusion1D(velocity="30"), adam_steps=1)
+    with pytest.raises(ValueError, match=r"differs from data\.problem"):
+        _fit(model, data)

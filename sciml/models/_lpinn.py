@@ -179,14 +179,6 @@ class LagrangianPINN(PhysicsInformedTask):
         """:func:`lagrangian_residuals` of this model at labels/times ``(N,)``."""
         return lagrangian_residuals(self, self.problem, xi, t, diffusion=self.hparams.diffusion)
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        data_problem = getattr(datamodule, "problem", None)
-        if data_problem is not None and data_problem != self.problem:
-            raise ValueError(
-                f"model.problem {self.problem} differs from data.problem {data_problem}"
-            )
-
     def compute_loss(
         self, batch: dict[str, torch.Tensor], stage: str
     ) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -82,13 +82,22 @@ class PhysicsInformedTask(Task, abc.ABC):
     the last finite state. An L-BFGS chunk that ends non-finite is undone and retried from
     scratch with half the step length (up to 3 times) before that.
 
-    Subclasses store ``adam_steps``, ``optimizer`` and ``lbfgs`` hyperparameters.
+    Subclasses store ``adam_steps``, ``optimizer`` and ``lbfgs`` hyperparameters and their PDE
+    as ``self.problem``; a data module with a different ``problem`` is rejected in :meth:`setup`.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
         self._schedule = _Schedule()
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        data_problem = getattr(datamodule, "problem", None)
+        if data_problem is not None and data_problem != self.problem:
+            raise ValueError(
+                f"model.problem {self.problem} differs from data.problem {data_problem}"
+            )
 
     @property
     def num_stages(self) -> int:

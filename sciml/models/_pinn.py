@@ -139,14 +139,6 @@ class PINN(PhysicsInformedTask):
             residual = residual - self.problem.nu * u_xx
         return residual
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        data_problem = getattr(datamodule, "problem", None)
-        if data_problem is not None and data_problem != self.problem:
-            raise ValueError(
-                f"model.problem {self.problem} differs from data.problem {data_problem}"
-            )
-
     def compute_loss(
         self, batch: dict[str, torch.Tensor], stage: str
     ) -> tuple[torch.Tensor, dict[str, Any]]:
