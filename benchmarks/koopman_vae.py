@@ -16,7 +16,11 @@ Tiers (fixed seeds, one thread, metric networks included):
       python benchmarks/koopman_vae.py --tier paper --accelerator gpu \\
           --stocks-csv ../shared/data/timeseries/stock_data.csv
 
-Writes ``benchmarks/results/koopman_vae.json`` (its ``"mode"`` says which tier).
+``--only`` / ``--models`` select settings and arms, ``--repeats`` overrides the metric repeats and
+``--max-train-minutes`` stops each training run after a wall time (the epochs reached are
+recorded); goals of settings left out are omitted.
+
+Writes ``benchmarks/results/koopman_vae.json`` (its ``"mode"`` says which tier), or ``--output``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import json
 import platform
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +99,7 @@ def _data(dataset: str, n_train: int, missing_rate: float, csv: str | None):
     return data
 
 
-def _train(data, *, w_pred, prior_kl, encoder, seed, cfg, accelerator):
+def _train(data, *, w_pred, prior_kl, encoder, seed, cfg, accelerator, max_minutes=None):
     pl.seed_everything(seed, verbose=False)
     model = KoopmanVAE(
         input_dim=data.n_features,
@@ -107,6 +112,7 @@ def _train(data, *, w_pred, prior_kl, encoder, seed, cfg, accelerator):
     )
     trainer = pl.Trainer(
         max_epochs=cfg["epochs"],
+        max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
         accelerator=accelerator,
         logger=False,
         enable_checkpointing=False,
@@ -121,7 +127,7 @@ def _train(data, *, w_pred, prior_kl, encoder, seed, cfg, accelerator):
     generator = torch.Generator().manual_seed(seed)
     real = data.splits["train"].tensors["x_full"]
     fake = model.generate(len(real), generator=generator)
-    return real, fake, seconds
+    return real, fake, seconds, trainer.current_epoch
 
 
 def _scores(real, fake, cfg):
@@ -140,9 +146,22 @@ def main() -> None:
         default=None,
         help=f"TimeGAN stock_data.csv (default: {SHARED_STOCKS} if present)",
     )
+    parser.add_argument("--only", nargs="+", default=None, help="run only these settings")
+    parser.add_argument("--models", nargs="+", default=None, help="run only these arm labels")
+    parser.add_argument("--repeats", type=int, default=None, help="metric repeats (tier's)")
+    parser.add_argument(
+        "--max-train-minutes",
+        type=float,
+        default=None,
+        help="stop each training run after this wall time (the epochs reached are recorded)",
+    )
+    parser.add_argument("--output", default=None, help="JSON path (default results/<name>)")
     args = parser.parse_args()
     tier = "quick" if args.quick else args.tier
-    cfg = TIERS[tier]
+    cfg = dict(TIERS[tier])
+    if args.repeats is not None:
+        cfg["repeats"] = args.repeats
+    cfg["max_train_minutes"] = args.max_train_minutes
     torch.set_num_threads(1)
     started = time.perf_counter()
 
@@ -183,6 +202,8 @@ def main() -> None:
         # real data, no goal: the authors' stock weights, one seed, a longer CPU budget
         stocks = ("KoVAE", 0.03, "posterior")
         settings.append(("stocks_regular", "stocks", 0.0, "gru", (stocks,), STOCKS_CPU))
+    if args.only:
+        settings = [entry for entry in settings if entry[0] in args.only]
     runs = []
     for name, dataset, rate, encoder, arms, overrides in settings:
         setting_cfg = {**cfg, **overrides}
@@ -198,8 +219,10 @@ def main() -> None:
                 complete, complete, iterations=cfg["pred_it"], repeats=cfg["repeats"]
             ).mean
         for label, w_pred, prior_kl in arms:
+            if args.models and label not in args.models:
+                continue
             for seed in setting_cfg["seeds"]:
-                real_full, fake, seconds = _train(
+                real_full, fake, seconds, epochs = _train(
                     data,
                     w_pred=w_pred,
                     prior_kl=prior_kl,
@@ -207,6 +230,7 @@ def main() -> None:
                     seed=seed,
                     cfg=setting_cfg,
                     accelerator=args.accelerator,
+                    max_minutes=args.max_train_minutes,
                 )
                 row = {
                     "setting": name,
@@ -214,7 +238,7 @@ def main() -> None:
                     "w_pred": w_pred,
                     "prior_kl": prior_kl,
                     "seed": seed,
-                    "epochs": setting_cfg["epochs"],
+                    "epochs": epochs,
                     "train_s": round(seconds, 1),
                     **_scores(real_full, fake, setting_cfg),
                 }
@@ -287,10 +311,12 @@ def main() -> None:
         "goals": [
             {"name": n, "value": round(float(v), 4), "goal": g, "met": bool(m)}
             for n, v, g, m in goals
+            if np.isfinite(v) and "nan" not in g  # settings left out by --only/--models
         ],
     }
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "koopman_vae.json"  # "mode" tells a quick run from a full one
+    # "mode" tells a quick run from a full one
+    out = Path(args.output) if args.output else RESULTS / "koopman_vae.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{'setting':18} {'model':24} {'seed':>4} {'disc':>7} {'pred':>7} {'train s':>8}")
     for r in runs:

@@ -1,28 +1,38 @@
 """Meta-learned Hamiltonian GNN vs pretrained and from-scratch initialisations on unseen physics.
 
 For each held-out system type in turn (leave-one-type-out, as in Song & Jeong, ICLR 2024), one
-graph-network Hamiltonian is meta-trained with MAML on the other types and one is pretrained
-(multi-task regression) on the same tasks for the same number of outer steps. On held-out tasks
-each initialisation (plus fresh random ones: "scratch") is adapted with the same plain SGD on the
-task's support set (K points) for k = 0, 1, 5, 10 steps; we report the median over tasks of the
-query derivative MSE and, after 10 steps, of the RK4 rollout's relative trajectory error and
-mean relative true-energy error. One process, fixed seeds, one thread.
+graph-network Hamiltonian is meta-trained (MAML, optionally Meta-SGD / ANIL / first order) on the
+other types and one is pretrained (multi-task regression, same loss) on the same tasks for the
+same number of outer steps. On held-out tasks each initialisation (plus fresh random ones:
+"scratch") is adapted with the same plain SGD on the task's support set (K points) for
+k = 0, 1, 5, 10 steps; we report the median over tasks of the query derivative MSE (plain, and
+relative to the targets' mean square) and, after 10 steps, of the rollouts' relative trajectory
+error and mean relative true-energy error, with RK4 and with the symplectic implicit midpoint
+rule. One process, fixed seeds, one thread.
+
+Test-time step size, the same rule for every arm, never looking at the held-out type: each arm
+adapts with ``scale x base`` where ``base`` is ``--inner-lr`` (the learned per-parameter rates for
+Meta-SGD) and ``scale`` is picked from ``--lr-scales`` by the lowest mean over k = 1, 5, 10 of the
+median query MSE on *validation tasks of the training types* (fresh draws, seed + 1).
 
     .venv/bin/python benchmarks/meta_hamiltonian.py --quick      # smoke run, ~1-2 min
-    .venv/bin/python benchmarks/meta_hamiltonian.py              # CPU-sized run, ~15 min
+    .venv/bin/python benchmarks/meta_hamiltonian.py --meta-sgd   # CPU-sized run (the JSON's)
 
 Paper-sized run (5000 outer steps, 10 tasks per meta-batch, 50 points, larger pools; GPU if
 available):
 
-    python benchmarks/meta_hamiltonian.py --outer-steps 5000 --tasks-per-batch 10 \\
-        --train-tasks 10000 --test-tasks 100 --scratch-inits 5 --hidden 128 --device cuda
+    python benchmarks/meta_hamiltonian.py --meta-sgd --outer-steps 5000 --tasks-per-batch 10 \\
+        --train-tasks 10000 --test-tasks 100 --val-tasks-per-type 10 --scratch-inits 5 \\
+        --hidden 128 --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -31,12 +41,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from sciml.data import HamiltonianMetaDataModule
+from sciml.data import HamiltonianMetaDataModule, HamiltonianSystem, get_hamiltonian_system
 from sciml.models import MetaHamiltonian, OptimizerConfig
 
 RESULTS = Path(__file__).parent / "results" / "meta_hamiltonian.json"
 POOL = (
     "mass_spring",
+    "planar_spring",
     "pendulum",
     "duffing",
     "morse",
@@ -66,12 +77,43 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--inner-steps", type=int, default=1)
     parser.add_argument("--first-order", action="store_true")
     parser.add_argument("--relative-loss", action="store_true")
+    parser.add_argument("--meta-sgd", action="store_true", help="learned per-parameter inner lr")
+    parser.add_argument("--adapt", default="all", choices=("all", "readout"), help="readout: ANIL")
+    parser.add_argument("--lr-scales", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0])
+    parser.add_argument("--val-tasks-per-type", type=int, default=2)
+    parser.add_argument("--rollout-step", type=float, default=0.1)
+    parser.add_argument(
+        "--widen",
+        type=float,
+        default=1.0,
+        help="widen every parameter range geometrically about its centre by this power",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.quick:
         args.outer_steps, args.train_tasks, args.test_tasks, args.scratch_inits = 40, 48, 6, 1
+        args.val_tasks_per_type = 1
     return args
+
+
+def widened(name: str, power: float) -> HamiltonianSystem:
+    """The registry system with each range (lo, hi) replaced by (c (lo/c)^w, c (hi/c)^w),
+    c = sqrt(lo hi): e.g. w = 2 turns m in (0.5, 2) into (0.25, 4). Fixed values stay."""
+    system = get_hamiltonian_system(name)
+    if power == 1.0:
+        return system
+
+    def widen(value: float | tuple[float, float]) -> float | tuple[float, float]:
+        if isinstance(value, (int, float)):
+            return value
+        low, high = value
+        centre = math.sqrt(low * high)
+        return centre * (low / centre) ** power, centre * (high / centre) ** power
+
+    parameters = {k: widen(v) for k, v in system.parameters.items()}
+    return dataclasses.replace(system, parameters=parameters)
 
 
 def make_model(args: argparse.Namespace, mode: str, seed: int) -> MetaHamiltonian:
@@ -85,8 +127,10 @@ def make_model(args: argparse.Namespace, mode: str, seed: int) -> MetaHamiltonia
         inner_steps=args.inner_steps,
         first_order=args.first_order,
         relative_loss=args.relative_loss,
+        learn_inner_lr=args.meta_sgd and mode == "maml",
+        adapt=args.adapt,
         eval_steps=STEPS,
-        rollout_step_size=0.1,
+        rollout_step_size=args.rollout_step,
         optimizer=OptimizerConfig(lr=args.outer_lr),
     )
 
@@ -109,51 +153,113 @@ def fit(model: MetaHamiltonian, data: HamiltonianMetaDataModule, args) -> float:
     return time.perf_counter() - start
 
 
-def evaluate(model: MetaHamiltonian, data: HamiltonianMetaDataModule) -> list[dict[str, float]]:
-    """Per-task metrics: derivative MSE at every k, rollout errors at the largest k."""
+def evaluate(
+    models: list[MetaHamiltonian],
+    data: HamiltonianMetaDataModule,
+    scale: float,
+    *,
+    rollouts: bool = True,
+) -> list[dict[str, float]]:
+    """Per-task metrics (averaged over ``models``, e.g. scratch inits): derivative MSE at every
+    k, with ``rollouts`` also RK4 and implicit-midpoint rollout errors at the largest k."""
     tasks = data.splits["test"]
     results = []
     for i in range(len(tasks)):
-        task = {k: v.to(model.device) for k, v in tasks[i].items()}
-        system = data.systems[int(task["system"])]
-        results.append(
-            model.adapt_and_evaluate(task, steps=STEPS, rollout_steps=[STEPS[-1]], system=system)
-        )
+        runs = []
+        for model in models:
+            task = {k: v.to(model.device) for k, v in tasks[i].items()}
+            runs.append(
+                model.adapt_and_evaluate(
+                    task,
+                    steps=STEPS,
+                    lr_scale=scale,
+                    rollout_steps=[STEPS[-1]] if rollouts else [],
+                    system=data.systems[int(task["system"])],
+                    extra_rollout_methods=["implicit_midpoint"],
+                )
+            )
+        results.append({k: float(np.mean([run[k] for run in runs])) for k in runs[0]})
     return results
 
 
+def choose_scale(
+    models: list[MetaHamiltonian], validation: HamiltonianMetaDataModule, scales: list[float]
+) -> tuple[float, dict[str, float], list[float]]:
+    """The lr scale with the lowest mean over k = 1, 5, 10 of the median validation MSE; also
+    every scale's score and the chosen scale's validation medians at k = 0, 1, 5, 10."""
+    scores, curves = {}, {}
+    for scale in scales:
+        per_task = evaluate(models, validation, scale, rollouts=False)
+        curves[scale] = [float(np.median([m[f"deriv_mse_k{k}"] for m in per_task])) for k in STEPS]
+        score = float(np.mean(curves[scale][1:]))
+        scores[str(scale)] = score if np.isfinite(score) else float("inf")
+    best = min(scales, key=lambda s: scores[str(s)])
+    return best, scores, curves[best]
+
+
 def run_held_out(held_out: str, args: argparse.Namespace) -> dict:
-    data = HamiltonianMetaDataModule(
-        train_systems=[s for s in POOL if s != held_out],
-        test_systems=[held_out],
+    train_names = [s for s in POOL if s != held_out]
+    train_systems = [widened(s, args.widen) for s in train_names]
+    shared = dict(
         support_size=args.support,
         query_size=50,
         n_trajectories=args.trajectories,
-        n_train_tasks=args.train_tasks,
         n_val_tasks=1,
-        n_test_tasks=args.test_tasks,
         max_bodies=2,
         body_dim=2,
         batch_size=args.tasks_per_batch,
+    )
+    data = HamiltonianMetaDataModule(
+        train_systems=train_systems,
+        test_systems=[widened(held_out, args.widen)],
+        n_train_tasks=args.train_tasks,
+        n_test_tasks=args.test_tasks,
         seed=args.seed,
+        **shared,
+    )
+    # Fresh tasks of the training types (another seed): where the test-time lr is chosen.
+    validation = HamiltonianMetaDataModule(
+        train_systems=train_systems,
+        test_systems=train_systems,
+        n_train_tasks=1,
+        n_test_tasks=args.val_tasks_per_type * len(train_systems),
+        seed=args.seed + 1,
+        **shared,
     )
     start = time.perf_counter()
     data.setup()
+    validation.setup()
     generation = time.perf_counter() - start
-    arms: dict[str, list[dict[str, float]]] = {}
+    models: dict[str, list[MetaHamiltonian]] = {}
     seconds = {}
     for mode in ("maml", "pretrained"):
         model = make_model(args, mode, args.seed)
-        seconds[mode] = fit(model, data, args)
-        arms["meta" if mode == "maml" else mode] = evaluate(model, data)
+        seconds[f"fit_{mode}"] = fit(model, data, args)
+        models["meta" if mode == "maml" else mode] = [model]
     # From scratch: several fresh initialisations per task, averaged per task.
-    scratch = [
-        evaluate(make_model(args, "scratch", 1000 + j), data) for j in range(args.scratch_inits)
-    ]
-    arms["scratch"] = [
-        {k: float(np.mean([run[i][k] for run in scratch])) for k in scratch[0][i]}
-        for i in range(len(scratch[0]))
-    ]
+    models["scratch"] = [make_model(args, "scratch", 1000 + j) for j in range(args.scratch_inits)]
+    arms: dict[str, list[dict[str, float]]] = {}
+    chosen, validation_scores, validation_curves = {}, {}, {}
+    start = time.perf_counter()
+    for arm, arm_models in models.items():
+        chosen[arm], validation_scores[arm], validation_curves[arm] = choose_scale(
+            arm_models, validation, args.lr_scales
+        )
+        arms[arm] = evaluate(arm_models, data, chosen[arm])
+    seconds["evaluate"] = time.perf_counter() - start
+    # Diagnostic only (never used to choose anything): the held-out median MSE at k = 10 for
+    # every scale, to show how much each comparison depends on the validation-chosen scale.
+    sensitivity = {
+        arm: {
+            str(scale): float(
+                np.nanmedian(
+                    [m["deriv_mse_k10"] for m in evaluate(ms, data, scale, rollouts=False)]
+                )
+            )
+            for scale in args.lr_scales
+        }
+        for arm, ms in models.items()
+    }
     # A diverged adaptation (non-finite error) is counted and left out of the median.
     summary = {
         arm: {k: float(np.nanmedian([m[k] for m in per_task])) for k in per_task[0]}
@@ -163,10 +269,22 @@ def run_held_out(held_out: str, args: argparse.Namespace) -> dict:
         arm: sum(not all(np.isfinite(list(m.values()))) for m in per_task)
         for arm, per_task in arms.items()
     }
+    learned = {}
+    if args.meta_sgd:
+        rates = torch.cat([r.detach().flatten() for r in models["meta"][0].inner_lrs().values()])
+        quantiles = torch.quantile(rates, torch.tensor([0.1, 0.5, 0.9]))
+        learned = {"meta_sgd_inner_lr_q10_q50_q90": quantiles.tolist()}
     return {
         "held_out": held_out,
-        "train_systems": [s for s in POOL if s != held_out],
-        "seconds": {"data": generation, **{f"fit_{k}": v for k, v in seconds.items()}},
+        "train_systems": train_names,
+        "seconds": {"data": generation, **seconds},
+        "lr_scale": chosen,
+        "lr_scale_validation_score": validation_scores,
+        # Median derivative MSE at k = 0, 1, 5, 10 on the validation tasks (training types, new
+        # parameters) with the chosen scale: the in-distribution comparison.
+        "validation_median_deriv_mse": validation_curves,
+        "diagnostic_test_median_deriv_mse_k10_by_lr_scale": sensitivity,
+        **learned,
         "median": summary,
         "nonfinite_tasks": nonfinite,
     }
@@ -211,14 +329,23 @@ def main() -> None:
         results.append(result)
         med = result["median"]
         print(f"\nheld out: {held_out}   (seconds: {result['seconds']})")
-        header = "arm         " + "".join(f"  mse_k{s:<6}" for s in STEPS)
-        print(header + "  traj_err_k10  energy_err_k10")
+        curves = result["validation_median_deriv_mse"]
+        print(f"validation (training types) median MSE at k = 0, 1, 5, 10: {curves}")
+        header = "arm         lr_scale" + "".join(f"  mse_k{s:<6}" for s in STEPS)
+        print(header + "  rel_k10     traj_rk4    energy_rk4  traj_imp    energy_imp")
         for arm, values in med.items():
             row = "".join(f"  {values[f'deriv_mse_k{s}']:<10.4g}" for s in STEPS)
-            print(
-                f"{arm:<12}{row}  {values['traj_rel_err_k10']:<12.4g}"
-                f"  {values['energy_err_k10']:.4g}"
+            rollouts = "".join(
+                f"  {values[key]:<10.4g}"
+                for key in (
+                    "deriv_rel_mse_k10",
+                    "traj_rel_err_k10",
+                    "energy_err_k10",
+                    "traj_rel_err_implicit_midpoint_k10",
+                    "energy_err_implicit_midpoint_k10",
+                )
             )
+            print(f"{arm:<12}{result['lr_scale'][arm]:<8}{row}{rollouts}")
     goals = [goal for result in results for goal in goals_for(result)]
     for goal in goals:
         print(f"[{'met' if goal['met'] else 'NOT met'}] {goal['name']}: {goal['value']}")
@@ -226,6 +353,22 @@ def main() -> None:
         "benchmark": "meta_hamiltonian",
         "mode": "quick" if args.quick else "cpu",
         "settings": dict(vars(args).items()),
+        "protocol": {
+            "lr_rule": (
+                "every arm adapts with plain SGD, step = lr_scale x base (base: inner_lr, or "
+                "the learned per-parameter rates for Meta-SGD); lr_scale from lr_scales "
+                "minimises the mean over k = 1, 5, 10 of the median query derivative MSE on "
+                "fresh validation tasks of the TRAINING types (seed + 1); the held-out type "
+                "is never looked at"
+            ),
+            "pretrained": "multi-task regression on the same tasks, same loss, same outer steps",
+            "scratch": "scratch_inits fresh random initialisations, metrics averaged per task",
+            "metrics": (
+                "median over held-out tasks; deriv_rel_mse = query MSE / mean square of the "
+                "query targets; rollouts from the start of a held-out trajectory with RK4 "
+                "(traj_rel_err, energy_err) and the implicit midpoint rule (*_implicit_midpoint)"
+            ),
+        },
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
@@ -238,9 +381,9 @@ def main() -> None:
         "results": results,
         "goals": goals,
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS} in {report['seconds_total']:.0f} s")
+    args.output.parent.mkdir(exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {args.output} in {report['seconds_total']:.0f} s")
 
 
 if __name__ == "__main__":

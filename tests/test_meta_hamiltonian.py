@@ -306,3 +306,97 @@ def test_relative_loss_divides_by_the_target_mean_square():
         network, scaled, x, 3 * (field + dx), mask, relative=True
     )
     torch.testing.assert_close(fit, fit_scaled)
+
+
+def test_meta_sgd_and_anil_inner_steps_update_as_documented():
+    network = _tiny_network()
+    x, dx, mask = _task(7, seed=7)
+    params = dict(network.named_parameters())
+    plain = maml_inner_step(network, params, x, dx, mask, lr=0.1, differentiable=False)
+    # Meta-SGD: a rate per parameter entry; theta - alpha * g elementwise.
+    generator = torch.Generator().manual_seed(8)
+    rates = {
+        n: torch.rand(p.shape, generator=generator, dtype=torch.float64) for n, p in params.items()
+    }
+    meta_sgd = maml_inner_step(network, params, x, dx, mask, lr=rates, differentiable=False)
+    for n, p in params.items():
+        gradient = (p - plain[n]) / 0.1
+        torch.testing.assert_close(meta_sgd[n], p - rates[n] * gradient, rtol=0, atol=1e-12)
+    # ANIL: only the readout moves.
+    readout = network.readout_parameter_names()
+    assert readout == ["node_mlp.2.weight", "node_mlp.2.bias"]
+    anil = maml_inner_step(network, params, x, dx, mask, lr=0.1, adapted=readout)
+    for n, p in params.items():
+        if n in readout:
+            torch.testing.assert_close(anil[n], plain[n], rtol=0, atol=1e-13)
+        else:
+            assert anil[n] is p
+    assert not torch.equal(anil["node_mlp.2.weight"], params["node_mlp.2.weight"])
+
+
+def test_meta_sgd_rate_gradient_matches_finite_differences():
+    network = _tiny_network()
+    params = {n: p.detach() for n, p in network.named_parameters()}
+    support, query = _task(6, seed=9), _task(6, seed=10)
+    name = "node_mlp.0.weight"
+
+    def meta_loss(log_rate: torch.Tensor) -> torch.Tensor:
+        leaves = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+        rates = {n: torch.full_like(p, 0.05) for n, p in params.items()}
+        rates[name] = log_rate.exp()
+        adapted = maml_inner_step(network, leaves, *support, lr=rates)
+        return hamiltonian_derivative_loss(network, adapted, *query)
+
+    log_rate = torch.full_like(params[name], math.log(0.2)).requires_grad_(True)
+    (gradient,) = torch.autograd.grad(meta_loss(log_rate), log_rate)
+    direction = torch.randn(log_rate.shape, generator=torch.Generator().manual_seed(11)).double()
+    h = 1e-6
+    with torch.no_grad():
+        shifted = log_rate + h * direction, log_rate - h * direction
+    numeric = (meta_loss(shifted[0]) - meta_loss(shifted[1])).detach() / (2 * h)
+    assert float((gradient * direction).sum()) == pytest.approx(float(numeric), rel=1e-6)
+
+
+def test_meta_sgd_rates_are_meta_trained_and_options_are_validated():
+    data = _data()
+    data.setup()
+    torch.manual_seed(0)
+    model = MetaHamiltonian(
+        node_dim=2, hidden_dims=(16,), learn_inner_lr=True, adapt="readout", inner_lr=0.05
+    )
+    before = {n: r.detach().clone() for n, r in model.inner_lrs().items()}
+    torch.testing.assert_close(before["node_mlp.2.weight"], torch.full((1, 16), 0.05))
+    _trainer(max_steps=3).fit(model, data)
+    after = model.inner_lrs()
+    assert not torch.equal(after["node_mlp.2.weight"], before["node_mlp.2.weight"])
+    # ANIL adapts the readout only, so the other rates get no gradient and stay put.
+    torch.testing.assert_close(after["node_mlp.0.weight"], before["node_mlp.0.weight"])
+    task = data.splits["test"][0]
+    metrics = model.adapt_and_evaluate(task, steps=(0, 2), rollout_steps=[2])
+    assert metrics["deriv_mse_k2"] != metrics["deriv_mse_k0"]
+    qdx = task["query_dx"]
+    # deriv_rel_mse = MSE / (mean square of the targets over the query points and real features)
+    assert metrics["deriv_rel_mse_k2"] == pytest.approx(
+        metrics["deriv_mse_k2"]
+        / float((qdx**2 * task["mask"]).sum() / (len(qdx) * task["mask"].sum())),
+        rel=1e-5,
+    )
+    with pytest.raises(ValueError, match="learn_inner_lr"):
+        MetaHamiltonian(mode="pretrained", learn_inner_lr=True)
+    with pytest.raises(ValueError, match="adapt must be one of"):
+        MetaHamiltonian(adapt="head")
+    with pytest.raises(ValueError, match="rollout_method must be one of"):
+        MetaHamiltonian(rollout_method="euler")
+
+
+def test_implicit_midpoint_rollout_conserves_a_quadratic_energy_exactly():
+    model = MetaHamiltonian(node_dim=4, rollout_step_size=0.25).double()
+    model.network = KnownEnergy(omega=1.3)
+    x0 = torch.tensor([[0.5, -0.2, 0.1, 0.7]], dtype=torch.float64)
+    mask = torch.ones(1, 4, dtype=torch.float64)
+    t = torch.linspace(0, 50, 201, dtype=torch.float64)
+    drift = {}
+    for method in ("rk4", "implicit_midpoint"):
+        energy = model.energy({}, model.rollout({}, x0, mask, t, method), mask)
+        drift[method] = float((energy - energy[0]).abs().max())
+    assert drift["implicit_midpoint"] < 1e-11 < 1e-5 < drift["rk4"]

@@ -328,6 +328,14 @@ register_hamiltonian_system(
     description="harmonic oscillator",
 )
 register_hamiltonian_system(
+    "planar_spring",
+    hamiltonian="(px**2 + py**2)/(2*m) + (kx*x**2 + ky*y**2)/2",
+    coordinates=("x", "y"),
+    momenta=("px", "py"),
+    parameters={"m": (0.5, 2.0), "kx": (0.5, 2.0), "ky": (0.5, 2.0)},
+    description="anisotropic harmonic oscillator in the plane (the HNN papers' 2-D spring)",
+)
+register_hamiltonian_system(
     "pendulum",
     hamiltonian="p**2/2 + g*(1 - cos(q))",
     coordinates=("q",),

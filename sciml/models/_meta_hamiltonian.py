@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -10,7 +11,7 @@ import torch
 from torch.func import functional_call
 
 from ..nn import HamiltonianGraphNetwork, symplectic_gradient
-from ..solvers import rk4
+from ..solvers import ImplicitSolveError, implicit_midpoint, rk4
 from ._base import OptimizerConfig, Task
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
 ]
 
 MODES = ("maml", "pretrained", "scratch")
+ADAPTED = ("all", "readout")
+ROLLOUT_METHODS = ("rk4", "implicit_midpoint")
 Params = dict[str, torch.Tensor]
 
 
@@ -80,24 +83,29 @@ def maml_inner_step(
     dx: torch.Tensor,
     mask: torch.Tensor,
     *,
-    lr: float,
+    lr: float | Mapping[str, torch.Tensor],
     first_order: bool = False,
     differentiable: bool = True,
     relative: bool = False,
+    adapted: Sequence[str] | None = None,
 ) -> Params:
-    r"""One SGD step of MAML's inner loop, $\theta' = \theta - \alpha \nabla_\theta L_S(\theta)$.
+    r"""One SGD step of MAML's inner loop, $\theta' = \theta - \alpha \odot \nabla_\theta L_S$.
 
     Args:
         network, params: the energy network and the parameters to adapt.
         x, dx, mask: the support set, ``(K, N, F)`` twice and ``(N, F)``.
-        lr: inner learning rate $\alpha$.
+        lr: inner learning rate $\alpha$: a float, or per-parameter tensors by name
+            (Meta-SGD's learned rates, shaped like the parameters; they receive the outer
+            gradient like the initialisation does).
+        adapted: names of the parameters to update (default all; ANIL: the readout only). The
+            others are passed through unchanged.
         first_order: treat $\nabla_\theta L_S$ as a constant (first-order MAML): the outer
             gradient then skips the second derivatives $\nabla^2_\theta L_S$.
         relative: adapt on the relative loss (see :func:`hamiltonian_derivative_loss`).
         differentiable: keep $\theta'$ connected to $\theta$ (training); ``False`` returns
             detached leaves (evaluation, where only the adapted values matter).
     """
-    names = list(params)
+    names = list(params) if adapted is None else [n for n in params if n in adapted]
     second_order = differentiable and not first_order
     loss = hamiltonian_derivative_loss(
         network, params, x, dx, mask, create_graph=True, relative=relative
@@ -107,9 +115,11 @@ def maml_inner_step(
     grads = torch.autograd.grad(
         loss, [params[n] for n in names], create_graph=second_order, allow_unused=True
     )
-    updated = {
-        n: params[n] if g is None else params[n] - lr * g for n, g in zip(names, grads, strict=True)
-    }
+    rates = lr if isinstance(lr, Mapping) else dict.fromkeys(names, lr)
+    updated = dict(params)
+    for n, g in zip(names, grads, strict=True):
+        if g is not None:
+            updated[n] = params[n] - rates[n] * g
     if differentiable:
         return updated
     return {n: p.detach().requires_grad_(True) for n, p in updated.items()}
@@ -133,10 +143,17 @@ class MetaHamiltonian(Task):
     * ``"scratch"``: training leaves the random initialisation untouched (losses are still
       logged): the from-scratch baseline.
 
+    Options of the inner loop (MAML family): ``first_order`` (FOMAML), ``learn_inner_lr``
+    (Meta-SGD, Li et al. 2017: a learned step size per parameter entry, $\theta' = \theta -
+    \alpha \odot \nabla_\theta L_S$, meta-trained with $\theta$), and ``adapt="readout"``
+    (ANIL, Raghu et al. 2020: only the readout, the node MLP's last layer, adapts; in training
+    and at evaluation, for every mode).
+
     Evaluation (val/test) adapts each held-out task from the current weights with
     ``max(eval_steps)`` SGD steps of size ``adapt_lr`` on its support set and logs the query
     derivative MSE after each ``k`` in ``eval_steps`` as ``deriv_mse_k{k}``. Test also rolls out
-    the learned field with RK4 from the start of the task's held-out trajectory and logs
+    the learned field (RK4 or the symplectic implicit midpoint rule) from the start of the
+    task's held-out trajectory and logs
     ``traj_rel_err_k{k}`` (relative L2 over the trajectory), ``energy_drift_k{k}`` (drift of the
     learned $H_\theta$ along its own rollout, relative to the spread of $H_\theta$ on the query
     points) and, when the data module exposes its systems, ``energy_err_k{k}`` (mean relative
@@ -152,9 +169,17 @@ class MetaHamiltonian(Task):
         relative_loss: train and adapt on the derivative MSE divided by the task's target mean
             square, so that systems with small derivatives weigh (and adapt) as much as the
             others. Evaluation always reports the plain MSE.
-        adapt_lr: SGD step size at evaluation (default ``inner_lr``).
+        learn_inner_lr: Meta-SGD: per-parameter inner step sizes, initialised to
+            ``inner_lr`` and learned in the outer loop (``mode="maml"`` only); evaluation then
+            adapts with them.
+        adapt: ``"all"`` parameters or only the ``"readout"`` (ANIL) in the inner loop and at
+            evaluation.
+        adapt_lr: SGD step size at evaluation (default ``inner_lr``; with ``learn_inner_lr``
+            the learned rates are used).
         eval_steps: adaptation step counts reported at evaluation.
-        rollout_step_size: RK4 step of the test rollouts.
+        rollout_step_size: step of the test rollouts.
+        rollout_method: ``"rk4"`` or ``"implicit_midpoint"`` (symplectic for the learned,
+            generally non-separable $H_\theta$) for the test rollouts.
         optimizer: outer optimizer (paper: Adam 5e-4).
 
     Shapes:
@@ -172,9 +197,12 @@ class MetaHamiltonian(Task):
         inner_steps: int = 1,
         first_order: bool = False,
         relative_loss: bool = False,
+        learn_inner_lr: bool = False,
+        adapt: Literal["all", "readout"] = "all",
         adapt_lr: float | None = None,
         eval_steps: Sequence[int] = (0, 1, 5, 10),
         rollout_step_size: float = 0.05,
+        rollout_method: Literal["rk4", "implicit_midpoint"] = "rk4",
         optimizer: OptimizerConfig = OptimizerConfig(lr=5e-4),  # noqa: B008 (frozen dataclass)
     ) -> None:
         super().__init__()
@@ -189,8 +217,30 @@ class MetaHamiltonian(Task):
             raise ValueError(f"eval_steps must be non-negative step counts, got {eval_steps}")
         if rollout_step_size <= 0:
             raise ValueError(f"rollout_step_size must be positive, got {rollout_step_size}")
+        if adapt not in ADAPTED:
+            raise ValueError(f"adapt must be one of {ADAPTED}, got {adapt!r}")
+        if rollout_method not in ROLLOUT_METHODS:
+            raise ValueError(
+                f"rollout_method must be one of {ROLLOUT_METHODS}, got {rollout_method!r}"
+            )
+        if learn_inner_lr and mode != "maml":
+            raise ValueError(f"learn_inner_lr (Meta-SGD) needs mode='maml', got mode={mode!r}")
         self.optimizer = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
         self.network = HamiltonianGraphNetwork(node_dim, hidden_dims, message_dim, activation)
+        self.adapted_names = (
+            None if adapt == "all" else tuple(self.network.readout_parameter_names())
+        )
+        # Meta-SGD rates as logs (positive, scale-free updates); "." is not allowed in the keys.
+        self.log_inner_lrs = (
+            torch.nn.ParameterDict(
+                {
+                    n.replace(".", "__"): torch.nn.Parameter(torch.full_like(p, math.log(inner_lr)))
+                    for n, p in self.network.named_parameters()
+                }
+            )
+            if learn_inner_lr
+            else None
+        )
         self.automatic_optimization = False
 
     def setup(self, stage: str) -> None:
@@ -208,6 +258,12 @@ class MetaHamiltonian(Task):
     def params(self) -> Params:
         """The network's current parameters by name (the MAML initialisation $\\theta$)."""
         return dict(self.network.named_parameters())
+
+    def inner_lrs(self, scale: float = 1.0) -> float | Params:
+        """Inner step sizes times ``scale``: Meta-SGD's per-parameter rates, or ``inner_lr``."""
+        if self.log_inner_lrs is None:
+            return scale * self.hparams.inner_lr
+        return {n.replace("__", "."): scale * v.exp() for n, v in self.log_inner_lrs.items()}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return learned_vector_field(self.network, self.params(), x, mask)
@@ -269,9 +325,10 @@ class MetaHamiltonian(Task):
                     sx,
                     sdx,
                     mask,
-                    lr=hp.inner_lr,
+                    lr=self.inner_lrs(),
                     first_order=hp.first_order,
                     relative=hp.relative_loss,
+                    adapted=self.adapted_names,
                 )
             task_losses.append(
                 hamiltonian_derivative_loss(
@@ -305,8 +362,10 @@ class MetaHamiltonian(Task):
         *,
         steps: Sequence[int] | None = None,
         lr: float | None = None,
+        lr_scale: float = 1.0,
         rollout_steps: Sequence[int] = (),
         system: Any = None,
+        extra_rollout_methods: Sequence[str] = (),
     ) -> dict[str, float]:
         """Adapt to one task from the current weights and measure, after each ``k`` in ``steps``.
 
@@ -314,24 +373,33 @@ class MetaHamiltonian(Task):
             task: one task's tensors (``support_x``, ..., ``mask``, ``rollout_x``, ``rollout_t``,
                 ``parameters``), without a batch dimension.
             steps: adaptation step counts to report (default ``eval_steps``).
-            lr: SGD step size (default ``adapt_lr``, else ``inner_lr``).
+            lr: SGD step size (default ``adapt_lr``, else ``inner_lr``; with Meta-SGD the
+                learned rates unless given).
+            lr_scale: multiplies the step size(s), e.g. chosen on validation tasks.
             rollout_steps: the ``k`` (among ``steps``) after which the adapted field is also
                 rolled out (trajectory and energy errors).
             system: a :class:`~sciml.data.HamiltonianSystem` of the task, for the true energy.
+            extra_rollout_methods: integrators rolled out besides ``rollout_method``; their
+                metrics are named ``{name}_{method}_k{k}``.
 
         Returns:
-            A dict with ``deriv_mse_k{k}`` for each ``k`` in ``steps``; for each ``k`` in
+            A dict with ``deriv_mse_k{k}`` (and ``deriv_rel_mse_k{k}``, divided by the query
+            targets' mean square) for each ``k`` in ``steps``; for each ``k`` in
             ``rollout_steps`` also ``traj_rel_err_k{k}`` and ``energy_drift_k{k}``, and with
             ``system`` ``energy_err_k{k}``.
         """
         hp = self.hparams
         steps = sorted(set(hp.eval_steps if steps is None else steps))
-        lr = lr or hp.adapt_lr or hp.inner_lr
+        if lr is not None or self.log_inner_lrs is None:
+            rates: float | Params = lr_scale * (lr or hp.adapt_lr or hp.inner_lr)
+        else:
+            rates = {n: r.detach() for n, r in self.inner_lrs(lr_scale).items()}
         sx, sdx, qx, qdx, mask = (
             task[k] for k in ("support_x", "support_dx", "query_x", "query_dx", "mask")
         )
         params = {n: p.detach().clone().requires_grad_(True) for n, p in self.params().items()}
         metrics: dict[str, float] = {}
+        target_mean_square = float((qdx**2 * mask).sum() / (qdx.shape[0] * mask.sum()))
         done = 0
         for k in steps:
             for _ in range(k - done):
@@ -341,18 +409,22 @@ class MetaHamiltonian(Task):
                     sx,
                     sdx,
                     mask,
-                    lr=lr,
+                    lr=rates,
                     differentiable=False,
                     relative=hp.relative_loss,
+                    adapted=self.adapted_names,
                 )
             done = k
             mse = hamiltonian_derivative_loss(
                 self.network, params, qx, qdx, mask, create_graph=False
             )
             metrics[f"deriv_mse_k{k}"] = float(mse.detach())
+            metrics[f"deriv_rel_mse_k{k}"] = metrics[f"deriv_mse_k{k}"] / target_mean_square
             if k in rollout_steps:
-                for name, value in self._rollout_metrics(params, task, system).items():
-                    metrics[f"{name}_k{k}"] = value
+                for method in (hp.rollout_method, *extra_rollout_methods):
+                    suffix = "" if method == hp.rollout_method else f"_{method}"
+                    for name, value in self._rollout_metrics(params, task, system, method).items():
+                        metrics[f"{name}{suffix}_k{k}"] = value
         return metrics
 
     def rollout(
@@ -361,18 +433,35 @@ class MetaHamiltonian(Task):
         x0: torch.Tensor,
         mask: torch.Tensor,
         t: torch.Tensor,
+        method: str | None = None,
     ) -> torch.Tensor:
-        """RK4 solution ``(T, N, F)`` of the learned field from ``x0 (N, F)``, at times ``t``."""
+        """Solution ``(T, N, F)`` of the learned field from ``x0 (N, F)`` at times ``t``.
+
+        ``method`` (default ``rollout_method``): ``"rk4"`` or ``"implicit_midpoint"`` (solved by
+        fixed-point iteration to float tolerance; raises
+        :class:`~sciml.solvers.ImplicitSolveError` if it does not converge).
+        """
+        method = method or self.hparams.rollout_method
+        if method not in ROLLOUT_METHODS:
+            raise ValueError(f"method must be one of {ROLLOUT_METHODS}, got {method!r}")
         step = self.hparams.rollout_step_size
 
         def field(_: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return learned_vector_field(self.network, params, x, mask).detach()
 
-        return rk4(field, x0.detach(), t, step_size=step).ys
+        integrator = rk4 if method == "rk4" else implicit_midpoint
+        return integrator(field, x0.detach(), t, step_size=step).ys
 
-    def _rollout_metrics(self, params: Params, task: Mapping[str, torch.Tensor], system: Any):
+    def _rollout_metrics(
+        self, params: Params, task: Mapping[str, torch.Tensor], system: Any, method: str
+    ) -> dict[str, float]:
         truth, t, mask = task["rollout_x"], task["rollout_t"], task["mask"]
-        predicted = self.rollout(params, truth[0], mask, t)
+        try:
+            predicted = self.rollout(params, truth[0], mask, t, method)
+        except ImplicitSolveError:
+            # A diverged adaptation (non-finite field) leaves the midpoint equation unsolvable;
+            # report it as a non-finite rollout, as RK4 does, instead of stopping the evaluation.
+            predicted = torch.full_like(truth, float("nan"))
         relative = torch.linalg.vector_norm(predicted - truth) / torch.linalg.vector_norm(truth)
         with torch.no_grad():
             learned = self.energy(params, predicted, mask)

@@ -63,6 +63,11 @@ class HamiltonianGraphNetwork(nn.Module):
         )
         self.node_mlp = MLP(node_dim + message_dim, 1, hidden_dims, activation_name=activation)
 
+    def readout_parameter_names(self) -> list[str]:
+        """Names of the readout (the node MLP's last linear layer), as ANIL adapts them."""
+        index = max(i for i, layer in enumerate(self.node_mlp) if isinstance(layer, nn.Linear))
+        return [f"node_mlp.{index}.{name}" for name, _ in self.node_mlp[index].named_parameters()]
+
     def forward(self, x: torch.Tensor, node_mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[-1] != self.node_dim:
             raise ValueError(f"expected {self.node_dim} features per node, got {x.shape[-1]}")
