@@ -1,20 +1,37 @@
 """PROSE vs its data-only ablation, a last-value baseline and a SINDy (STLSQ) baseline.
 
-Run ``PYTHONPATH=. python benchmarks/prose.py [--quick] [--steps N]`` (one thread, fixed seeds).
+Run ``PYTHONPATH=. python benchmarks/prose.py [--quick] [--steps N] [--seeds 0 1 2]`` (one thread).
 
 * data: :class:`sciml.data.ODEOperatorDataModule` over the 5 classic families (exponential decay,
   logistic, damped oscillator, Lotka-Volterra, Van der Pol), parameters +-10 %, 2 % noise,
   96 times on [0, 6], input t < 2 (32 points), queries in [2, 6] (64 points);
-  CPU-sized: 4000 train / 500 test trajectories (``--quick``: 1000 / 100);
+  CPU-sized: 4000 train / 500 test trajectories (``--quick``: 1000 / 100), one data set (seed 0);
 * models: PROSE (width 64, 4 heads, FFN 256, 2 layers per block) and the same model without the
-  symbol branch, trained for the same number of steps with the same seed;
+  symbol branch, each trained for the same number of steps once per training seed (``--seeds``:
+  weight initialisation and query sub-sampling; the data and its order are shared);
+* robustness (evaluation only, the same trained models): the test inputs re-observed with
+  0 / 2 / 5 / 10 % relative noise (one noise draw, scaled), and PROSE given a skeleton with an
+  extra or a missing term instead of the true skeleton;
 * baselines: hold the last observed value; SINDy, i.e. sequentially thresholded least squares
   (STLSQ) on a degree-3 polynomial library, fitted per test trajectory on the 32 noisy input
-  points (Savitzky-Golay smoothed finite differences), scored by the same equation metrics.
+  points (Savitzky-Golay smoothed finite differences), scored by the same equation metrics; and
+  as a reference for the equation output, each family's equation with its nominal (unperturbed)
+  parameters, i.e. the right structure with no constant identified.
 
-Scores are against the clean trajectories. Results go to ``benchmarks/results/prose.json``.
+Scores are against the clean trajectories; the goals are judged on the mean over seeds. Results go
+to ``benchmarks/results/prose.json``.
 
-GPU-sized run (the paper's model, 3-D chaotic families): ``sciml fit -c problems/prose/paper.yaml``.
+GPU-sized run (the paper's model: width 512, 8 heads, layers 2/4/8/8/8; the 3-D chaotic families,
+Duffing and the double pendulum, 192 times): train both arms from the YAML with the paper's data
+sizes, then test each saved config/checkpoint (the test step reports the continuation error, the
+equation scores and the corrupted-skeleton scores)::
+
+    sciml fit -c problems/prose/chaotic_paper.yaml --trainer.accelerator=gpu \\
+        --trainer.precision=bf16-mixed
+    sciml fit -c problems/prose/chaotic_paper.yaml --trainer.accelerator=gpu \\
+        --trainer.precision=bf16-mixed --model.init_args.multimodal=false
+    sciml test -c runs/prose/chaotic_paper/version_0/config.yaml \\
+        --ckpt_path runs/prose/chaotic_paper/version_0/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
@@ -33,13 +50,17 @@ import pytorch_lightning as pl
 import sympy
 import torch
 from scipy.signal import savgol_filter
+from torch.utils.data import DataLoader
 
-from sciml.data import CLASSIC_FAMILIES, ODEOperatorDataModule
+from sciml.data import CLASSIC_FAMILIES, EquationFamily, ODEOperatorDataModule
 from sciml.metrics import continuation_rel_l2, score_equations
 from sciml.models import PROSE, OptimizerConfig, ProseSizes
 from sciml.symbolic import expressions_to_prefix
 
 RESULTS = Path(__file__).parent / "results" / "prose.json"
+NOISE_LEVELS = (0.0, 0.02, 0.05, 0.1)
+#: symbol inputs of the robustness test: index into the data's ``skeletons (B, 3, L)``
+SKELETONS = {"true": 0, "extra_term": 1, "missing_term": 2}
 
 
 def goal(name: str, value: float, op: str, target: float) -> dict:
@@ -95,12 +116,14 @@ def train(model: PROSE, data: ODEOperatorDataModule, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def evaluate(model: PROSE, data: ODEOperatorDataModule, symbols_key: str = "symbols") -> dict:
-    """Per-sample continuation errors and (multimodal) decoded token strings on the test set."""
+def evaluate(model: PROSE, batches: DataLoader, skeleton: int = 0) -> dict:
+    """Per-sample continuation errors (model and last value) and decoded token strings, with
+    ``skeletons[:, skeleton]`` as the symbol input of a multimodal model."""
     model.eval()
     errors, last, tokens = [], [], []
-    for batch in data.test_dataloader():
-        u_hat, decoded = model.predict_batch(batch, symbols_key)
+    for batch in batches:
+        batch = {**batch, "symbols": batch["skeletons"][:, skeleton]}
+        u_hat, decoded = model.predict_batch(batch)
         errors.append(continuation_rel_l2(u_hat, batch["u_out"], batch["mask"]))
         held = batch["u_in"][:, -1:].expand_as(batch["u_out"])
         last.append(continuation_rel_l2(held, batch["u_out"], batch["mask"]))
@@ -108,7 +131,8 @@ def evaluate(model: PROSE, data: ODEOperatorDataModule, symbols_key: str = "symb
     return {"rel_l2": torch.cat(errors).numpy(), "last": torch.cat(last).numpy(), "tokens": tokens}
 
 
-def equation_scores(data: ODEOperatorDataModule, tokens: list[list[str]]) -> dict:
+def equation_scores(data: ODEOperatorDataModule, tokens: list[list[str]], *, solve: bool) -> dict:
+    """Summary of the equation metrics of decoded ``tokens`` on the test set (plus ``valid``)."""
     test = data.splits["test"].tensors
     vocab = data.vocabulary
     t_out = test["t_out"][0].double().numpy()
@@ -121,8 +145,10 @@ def equation_scores(data: ODEOperatorDataModule, tokens: list[list[str]]) -> dic
         targets=test["u_out"].double().numpy(),
         target_times=t_out,
         rng=np.random.default_rng(0),
+        solve=solve,
     )
-    return scores
+    summary = {k: v for k, v in scores.summary().items() if solve or not k.startswith("solve")}
+    return {**summary, "valid": scores.valid}
 
 
 def sindy_tokens(data: ODEOperatorDataModule) -> tuple[list[list[str]], float]:
@@ -140,15 +166,130 @@ def sindy_tokens(data: ODEOperatorDataModule) -> tuple[list[list[str]], float]:
     return out, time.perf_counter() - start
 
 
+def nominal_tokens(data: ODEOperatorDataModule) -> list[list[str]]:
+    """Each test sample's family equation with the default (unperturbed) parameters: the equation
+    output of a model that knows the family but identifies no constant."""
+    nominal = []
+    for name in data.family_names:
+        family = EquationFamily.from_system(name)
+        expressions, _ = family.draw(np.random.default_rng(0), spread=0.0)
+        variables = [f"u_{k}" for k in range(family.dim)]
+        nominal.append(expressions_to_prefix(expressions, variables=variables))
+    return [nominal[int(k)] for k in data.splits["test"].tensors["family"]]
+
+
 def summarize(values: np.ndarray) -> dict:
     return {"mean": float(np.mean(values)), "median": float(np.median(values))}
+
+
+def public(scores: dict) -> dict:
+    return {k: float(v) for k, v in scores.items() if k != "valid"}
+
+
+def run_seed(
+    seed: int,
+    data: ODEOperatorDataModule,
+    steps: int,
+    sizes: ProseSizes,
+    save_dir: Path | None = None,
+) -> dict:
+    """Train both arms with training seed ``seed`` and evaluate them (clean, noisy, corrupted);
+    with ``save_dir``, also save their weights there for later analysis."""
+    optimizer = OptimizerConfig(name="adamw", lr=1e-3, weight_decay=1e-4, scheduler="cosine")
+    test = DataLoader(data.splits["test"], batch_size=250)
+    noisy = {
+        level: DataLoader(data.with_noise("test", level, seed=1), batch_size=250)
+        for level in NOISE_LEVELS
+    }
+    models, timings, clean = {}, {}, {}
+    for name, multimodal in (("prose", True), ("data_only", False)):
+        pl.seed_everything(seed, verbose=False)
+        model = PROSE(max_dim=data.max_dim, sizes=sizes, multimodal=multimodal, optimizer=optimizer)
+        timings[f"train_{name}"] = train(model, data, steps)
+        models[name] = model
+        if save_dir is not None:
+            save_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), save_dir / f"{name}_seed{seed}.pt")
+        clean[name] = evaluate(model, test)
+        print(
+            f"seed {seed} {name}: {model.parameter_count()} parameters, "
+            f"{timings[f'train_{name}']:.0f} s, rel-L2 {clean[name]['rel_l2'].mean():.4f}",
+            flush=True,
+        )
+    start = time.perf_counter()
+    prose, data_only = clean["prose"]["rel_l2"], clean["data_only"]["rel_l2"]
+    last = clean["prose"]["last"]
+    prose_eq = equation_scores(data, clean["prose"]["tokens"], solve=True)
+
+    noise = {}
+    for level, batches in noisy.items():
+        runs = {name: evaluate(model, batches) for name, model in models.items()}
+        eq = equation_scores(data, runs["prose"]["tokens"], solve=False)
+        noise[f"{level:g}"] = {
+            "prose": float(runs["prose"]["rel_l2"].mean()),
+            "data_only": float(runs["data_only"]["rel_l2"].mean()),
+            "last_value": float(runs["prose"]["last"].mean()),
+            "ratio_data_only": float(
+                runs["prose"]["rel_l2"].mean() / runs["data_only"]["rel_l2"].mean()
+            ),
+            "prose_valid_fraction": eq["valid_fraction"],
+            "prose_rhs_rel_l2_median": eq["rhs_rel_l2_median"],
+        }
+    symbols = {}
+    for kind, index in SKELETONS.items():
+        run = clean["prose"] if index == 0 else evaluate(models["prose"], test, index)
+        eq = prose_eq if index == 0 else equation_scores(data, run["tokens"], solve=False)
+        symbols[kind] = {
+            "prose": float(run["rel_l2"].mean()),
+            "ratio_data_only": float(run["rel_l2"].mean() / data_only.mean()),
+            "prose_valid_fraction": eq["valid_fraction"],
+            "prose_rhs_rel_l2_median": eq["rhs_rel_l2_median"],
+        }
+    timings["evaluation"] = time.perf_counter() - start
+
+    families = data.splits["test"].tensors["family"].numpy()
+    per_family = {
+        family: {
+            "prose": float(prose[families == k].mean()),
+            "data_only": float(data_only[families == k].mean()),
+            "last_value": float(last[families == k].mean()),
+            "prose_valid_fraction": float(prose_eq["valid"][families == k].mean()),
+        }
+        for k, family in enumerate(data.family_names)
+    }
+    return {
+        "seed": seed,
+        "parameters": {name: model.parameter_count() for name, model in models.items()},
+        "timings_s": timings,
+        "continuation_rel_l2": {
+            "prose": summarize(prose),
+            "data_only": summarize(data_only),
+            "last_value": summarize(last),
+        },
+        "ratio_data_only": float(prose.mean() / data_only.mean()),
+        "ratio_last_value": float(prose.mean() / last.mean()),
+        "equations": public(prose_eq),
+        "noise": noise,
+        "symbol_input": symbols,
+        "per_family": per_family,
+    }
+
+
+def mean_over_seeds(runs: list[dict]) -> object:
+    """Element-wise mean of equally structured nested dicts of numbers."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {key: mean_over_seeds([run[key] for run in runs]) for key in first}
+    return float(np.mean(runs))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1000/100 trajectories, few steps")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--save-models", type=Path, default=None, help="folder for the weights")
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -163,44 +304,22 @@ def main() -> None:
     )
     data.setup()
     data_seconds = time.perf_counter() - start
-    print(f"data: {n_train}/{n_test} trajectories in {data_seconds:.0f} s")
+    print(f"data: {n_train}/{n_test} trajectories in {data_seconds:.0f} s", flush=True)
 
     sizes = ProseSizes()
-    optimizer = OptimizerConfig(name="adamw", lr=1e-3, weight_decay=1e-4, scheduler="cosine")
-    results, timings, models = {}, {}, {}
-    for name, multimodal in (("prose", True), ("data_only", False)):
-        pl.seed_everything(0, verbose=False)
-        model = PROSE(max_dim=data.max_dim, sizes=sizes, multimodal=multimodal, optimizer=optimizer)
-        timings[f"train_{name}_s"] = train(model, data, steps)
-        models[name] = model
-        results[name] = evaluate(model, data)
-        print(
-            f"{name}: {model.parameter_count()} parameters, {timings[f'train_{name}_s']:.0f} s, "
-            f"rel-L2 {results[name]['rel_l2'].mean():.4f}"
-        )
-    corrupted = evaluate(models["prose"], data, "symbols_corrupted")
+    runs = [run_seed(seed, data, steps, sizes, args.save_models) for seed in args.seeds]
+    tokens, sindy_seconds = sindy_tokens(data)
+    sindy_eq = public(equation_scores(data, tokens, solve=True))
+    nominal_eq = public(equation_scores(data, nominal_tokens(data), solve=True))
 
-    start = time.perf_counter()
-    prose_eq = equation_scores(data, results["prose"]["tokens"])
-    corrupted_eq = equation_scores(data, corrupted["tokens"])
-    timings["equation_scoring_s"] = time.perf_counter() - start
-    tokens, timings["sindy_fit_s"] = sindy_tokens(data)
-    sindy_eq = equation_scores(data, tokens)
-    timings["total_s"] = time.perf_counter() - wall
-
-    prose, data_only = results["prose"]["rel_l2"], results["data_only"]["rel_l2"]
-    last = results["prose"]["last"]
-    families = data.splits["test"].tensors["family"].numpy()
-    per_family = {
-        family: {
-            "prose": float(prose[families == k].mean()),
-            "data_only": float(data_only[families == k].mean()),
-            "last_value": float(last[families == k].mean()),
-            "prose_valid_fraction": float(prose_eq.valid[families == k].mean()),
-        }
-        for k, family in enumerate(data.family_names)
-    }
-    prose_summary = prose_eq.summary()
+    ratios = [run["ratio_data_only"] for run in runs]
+    ratios_last = [run["ratio_last_value"] for run in runs]
+    mean = mean_over_seeds(
+        [
+            {k: run[k] for k in ("continuation_rel_l2", "equations", "noise", "symbol_input")}
+            for run in runs
+        ]
+    )
     report = {
         "mode": mode,
         "machine": {
@@ -218,60 +337,81 @@ def main() -> None:
             "n_test": n_test,
             "steps": steps,
             "batch_size": 64,
+            "seeds": args.seeds,
             "sizes": sizes.__dict__,
-            "parameters_prose": models["prose"].parameter_count(),
-            "parameters_data_only": models["data_only"].parameter_count(),
+            "parameters": runs[0]["parameters"],
             "noise": 0.02,
+            "noise_levels_robustness": list(NOISE_LEVELS),
             "scores_against": "clean trajectories",
         },
-        "timings_s": {"data": data_seconds, **timings},
-        "continuation_rel_l2": {
-            "prose": summarize(prose),
-            "prose_corrupted_skeleton": summarize(corrupted["rel_l2"]),
-            "data_only": summarize(data_only),
-            "last_value": summarize(last),
+        "timings_s": {
+            "data": data_seconds,
+            "sindy_fit": sindy_seconds,
+            "total": time.perf_counter() - wall,
         },
-        "equations": {
-            "prose": prose_summary,
-            "prose_corrupted_skeleton": corrupted_eq.summary(),
-            "sindy_stlsq": sindy_eq.summary(),
-        },
-        "per_family": per_family,
+        "ratio_data_only": {"mean": float(np.mean(ratios)), "per_seed": ratios},
+        "ratio_last_value": {"mean": float(np.mean(ratios_last)), "per_seed": ratios_last},
+        "mean_over_seeds": mean,
+        "sindy_stlsq": sindy_eq,
+        "nominal_parameters": nominal_eq,
+        "per_seed": runs,
         "goals": [
-            goal("PROSE valid-equation fraction", prose_summary["valid_fraction"], ">=", 0.95),
             goal(
-                "PROSE continuation rel-L2 / data-only", prose.mean() / data_only.mean(), "<=", 0.9
+                "PROSE valid-equation fraction (mean over seeds)",
+                mean["equations"]["valid_fraction"],
+                ">=",
+                0.95,
             ),
-            goal("PROSE continuation rel-L2 / last-value", prose.mean() / last.mean(), "<=", 0.5),
+            goal(
+                "PROSE continuation rel-L2 / data-only (mean over seeds)",
+                float(np.mean(ratios)),
+                "<=",
+                0.9,
+            ),
+            goal(
+                "PROSE continuation rel-L2 / last-value (mean over seeds)",
+                float(np.mean(ratios_last)),
+                "<=",
+                0.5,
+            ),
         ],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
 
-    rows = [
-        ("PROSE", prose.mean(), prose_summary),
-        ("PROSE, corrupted skeleton", corrupted["rel_l2"].mean(), corrupted_eq.summary()),
-        ("data-only", data_only.mean(), None),
-        ("last value", last.mean(), None),
-        ("SINDy (STLSQ)", None, sindy_eq.summary()),
-    ]
+    print(f"\n{'seed':>4s} {'PROSE':>8s} {'data-only':>9s} {'ratio':>6s} {'valid':>6s}")
+    for run in runs:
+        cont = run["continuation_rel_l2"]
+        print(
+            f"{run['seed']:4d} {cont['prose']['mean']:8.4f} {cont['data_only']['mean']:9.4f} "
+            f"{run['ratio_data_only']:6.3f} {run['equations']['valid_fraction']:6.3f}"
+        )
+    print(f"\n{'noise':>6s} {'PROSE':>8s} {'data-only':>9s} {'ratio':>6s} {'valid':>6s}")
+    for level, row in mean["noise"].items():
+        print(
+            f"{level:>6s} {row['prose']:8.4f} {row['data_only']:9.4f} "
+            f"{row['ratio_data_only']:6.3f} {row['prose_valid_fraction']:6.3f}"
+        )
+    print(f"\n{'skeleton':>12s} {'PROSE':>8s} {'ratio':>6s} {'valid':>6s} {'RHS med':>8s}")
+    for kind, row in mean["symbol_input"].items():
+        print(
+            f"{kind:>12s} {row['prose']:8.4f} {row['ratio_data_only']:6.3f} "
+            f"{row['prose_valid_fraction']:6.3f} {row['prose_rhs_rel_l2_median']:8.4f}"
+        )
+    eq = mean["equations"]
     print(
-        f"\n{'model':28s} {'cont. rel-L2':>12s} {'valid':>6s} {'RHS med':>8s} "
-        f"{'solve med':>9s} {'fail':>5s}"
+        f"\nequations (mean over seeds): valid {eq['valid_fraction']:.3f}, RHS median "
+        f"{eq['rhs_rel_l2_median']:.4f}, solve median {eq['solve_rel_l2_median']:.4f}, "
+        f"failures {eq['solve_failure_fraction']:.2f}; SINDy: valid "
+        f"{sindy_eq['valid_fraction']:.3f}, RHS median {sindy_eq['rhs_rel_l2_median']:.3f}, "
+        f"solve median {sindy_eq['solve_rel_l2_median']:.3f}, failures "
+        f"{sindy_eq['solve_failure_fraction']:.2f}; nominal parameters: RHS median "
+        f"{nominal_eq['rhs_rel_l2_median']:.4f}, solve median "
+        f"{nominal_eq['solve_rel_l2_median']:.4f}"
     )
-    for name, cont, eq in rows:
-        cells = [f"{cont:12.4f}" if cont is not None else f"{'-':>12s}"]
-        if eq:
-            cells += [
-                f"{eq['valid_fraction']:6.3f}",
-                f"{eq['rhs_rel_l2_median']:8.4f}",
-                f"{eq['solve_rel_l2_median']:9.4f}",
-                f"{eq['solve_failure_fraction']:5.2f}",
-            ]
-        print(f"{name:28s} " + " ".join(cells))
     for entry in report["goals"]:
         print(f"goal {entry['name']}: {entry['value']:.4f} {entry['goal']} met={entry['met']}")
-    print(f"total {timings['total_s']:.0f} s; wrote {args.output}")
+    print(f"total {report['timings_s']['total']:.0f} s; wrote {args.output}")
 
 
 if __name__ == "__main__":

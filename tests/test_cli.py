@@ -12,10 +12,24 @@ CONFIGS = sorted(PROBLEMS.rglob("*.yaml"))
 SMALL = ["--data.init_args.n_trajectories=16", "--trainer.enable_progress_bar=false"]
 
 
+# PROSE operator data at the paper's size takes hours to generate: a handful of samples suffice.
+SMALL_OPERATORS = [
+    "--data.init_args.n_train=4",
+    "--data.init_args.n_val=2",
+    "--data.init_args.n_test=2",
+    "--data.init_args.cache_dir=null",
+    "--trainer.enable_progress_bar=false",
+]
+
+
 def _small(config):
-    """Shrink trajectory data for smoke runs; other data modules' YAMLs must be small already."""
-    if "sciml.data.TrajectoryDataModule" in config.read_text():
+    """Shrink trajectory and operator data for smoke runs; other data modules' YAMLs must be small
+    already."""
+    text = config.read_text()
+    if "sciml.data.TrajectoryDataModule" in text:
         return SMALL
+    if "sciml.data.ODEOperatorDataModule" in text:
+        return SMALL_OPERATORS
     return ["--trainer.enable_progress_bar=false"]
 
 

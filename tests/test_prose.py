@@ -121,6 +121,24 @@ def test_data_module_targets_are_the_exact_equations_of_the_trajectories(mixed_d
     assert 0.005 < float(noise.norm() / test["u_out"].norm()) < 0.05
 
 
+def test_renoised_test_set_has_the_requested_relative_noise(mixed_data):
+    test = mixed_data.splits["test"].tensors
+    clean = torch.cat([test["u_in_clean"], test["u_out"]], 1)
+    assert not torch.equal(test["u_in"], test["u_in_clean"])
+    exact = mixed_data.with_noise("test", 0.0).tensors
+    torch.testing.assert_close(exact["u_in"], test["u_in_clean"])
+    for level in (0.02, 0.1):
+        noisy = mixed_data.with_noise("test", level, seed=1).tensors
+        observed = torch.cat([noisy["u_in"], noisy["u_out_noisy"]], 1)
+        relative = (observed - clean).flatten(1).norm(dim=1) / clean.flatten(1).norm(dim=1)
+        torch.testing.assert_close(relative, torch.full_like(relative, level))
+        padded = test["mask"] == 0  # padding stays exactly zero
+        assert (observed.transpose(1, 2)[padded] == 0).all()
+        assert torch.equal(noisy["symbols"], test["symbols"])
+    with pytest.raises(ValueError, match="split"):
+        mixed_data.with_noise("validation", 0.1)
+
+
 def test_data_module_is_deterministic_and_cached(tmp_path):
     kwargs = dict(n_train=8, n_val=2, n_test=2, seed=5, cache_dir=str(tmp_path))
     first = ODEOperatorDataModule(**kwargs).load_or_generate()

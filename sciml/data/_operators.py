@@ -239,8 +239,9 @@ class ODEOperatorDataModule(ProblemDataModule):
     ``|u| > 1e3``. Noise is the PROSE model: $\tilde u = u + \gamma \|u\| z / \|z\|$ with
     $z \sim N(0, I)$ over the whole trajectory (so ``noise`` is a relative L2 level).
 
-    Batches are dicts: ``t_in (B, N)``, ``u_in (B, N, D)`` (noisy), ``t_out (B, Q)``,
-    ``u_out (B, Q, D)`` (clean), ``u_out_noisy``, ``mask (B, D)`` (1 on real components),
+    Batches are dicts: ``t_in (B, N)``, ``u_in (B, N, D)`` (noisy), ``u_in_clean (B, N, D)``,
+    ``t_out (B, Q)``, ``u_out (B, Q, D)`` (clean), ``u_out_noisy``, ``mask (B, D)`` (1 on real
+    components),
     ``dim (B,)``, ``family (B,)``, ``y0 (B, D)`` (clean initial state), ``target (B, L)``
     (``<bos>`` equation ``<eos>`` ids), ``skeletons (B, 3, L)`` (clean, +term, -term),
     ``symbols (B, L)`` (the symbol input: drawn on the fly in training, the clean skeleton in
@@ -400,6 +401,7 @@ class ODEOperatorDataModule(ProblemDataModule):
         return {
             "t_in": t[:N].expand(n, N).clone(),
             "u_in": torch.as_tensor(noisy[:, :N], **f32),
+            "u_in_clean": torch.as_tensor(clean[:, :N], **f32),
             "t_out": t[N:].expand(n, T - N).clone(),
             "u_out": torch.as_tensor(clean[:, N:], **f32),
             "u_out_noisy": torch.as_tensor(noisy[:, N:], **f32),
@@ -412,6 +414,37 @@ class ODEOperatorDataModule(ProblemDataModule):
             "symbols": skeleton_ids[:, 0].clone(),
             "symbols_corrupted": skeleton_ids[torch.arange(n), torch.as_tensor(corruption)],
         }
+
+    def with_noise(self, split: str, noise: float, seed: int = 0) -> TensorDictDataset:
+        r"""The ``split`` re-observed at another noise level, for robustness tests.
+
+        Fresh noise of the generation model, $\tilde u = u + \gamma \|u\| z / \|z\|$ over each
+        whole clean trajectory (real components only), replaces ``u_in`` and ``u_out_noisy``;
+        everything else (clean states, symbols) is kept.
+
+        Args:
+            split: ``"train"``, ``"val"`` or ``"test"``.
+            noise: relative level $\gamma \ge 0$.
+            seed: seed of the noise draw.
+        """
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
+        if not self.splits:
+            self.setup()
+        tensors = dict(self.splits[split].tensors)
+        if "u_in_clean" not in tensors:
+            raise ValueError("the cached data predates clean inputs: delete the cache_dir file")
+        n_input = tensors["u_in"].shape[1]
+        clean = torch.cat([tensors["u_in_clean"], tensors["u_out"]], 1)
+        mask = tensors["mask"][:, None, :]
+        generator = torch.Generator().manual_seed(seed)
+        z = torch.randn(clean.shape, generator=generator) * mask
+        scale = noise * clean.flatten(1).norm(dim=1) / z.flatten(1).norm(dim=1)
+        noisy = clean + scale[:, None, None] * z
+        tensors["u_in"], tensors["u_out_noisy"] = noisy[:, :n_input], noisy[:, n_input:]
+        return TensorDictDataset(tensors)
 
     def split(self, data: dict[str, torch.Tensor]) -> dict[str, TensorDictDataset]:
         hp = self.hparams
