@@ -17,7 +17,7 @@ from ..nn import (
     linear_prediction_loss,
     natural_cubic_spline_coeffs,
 )
-from ..regularizers import AbstractRegularizer
+from ..regularizers import AbstractRegularizer, as_regularizer
 from ._base import OptimizerConfig, Task
 
 __all__ = ["KoopmanVAE", "TimeSeriesMetricsConfig", "masked_reconstruction_loss"]
@@ -139,7 +139,7 @@ class KoopmanVAE(Task):
             ``"free"`` (prior run on its own samples in the KL, the authors' code).
         operator_solver: ``"qr"`` or ``"pinv"``.
         spectral: a regularizer applied to $C$ (``forward(operator)``), weighted by its own
-            schedule.
+            schedule; stored in checkpoint hyperparameters by its ``config()``.
         metrics: what ``sciml test`` computes (:class:`TimeSeriesMetricsConfig`).
         optimizer: optimizer settings.
 
@@ -189,7 +189,8 @@ class KoopmanVAE(Task):
         if min(w_rec, w_kl, w_pred) < 0:
             raise ValueError("model loss weights w_rec, w_kl, w_pred must be >= 0")
         self.metrics = TimeSeriesMetricsConfig(**metrics) if isinstance(metrics, dict) else metrics
-        self.spectral = spectral
+        self.spectral = None if spectral is None else as_regularizer(spectral)
+        self.hparams["spectral"] = None if spectral is None else self.spectral.config()
         h, k = hidden_dim, latent_dim
         if encoder == "gru":
             self.encoder_rnn = nn.GRU(

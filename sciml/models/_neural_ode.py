@@ -10,7 +10,12 @@ from torch import nn
 
 from ..metrics import relative_l2
 from ..nn import MLP, TimeConcat
-from ..regularizers import AbstractRegularizer, RegularizedSolution, solve_regularized
+from ..regularizers import (
+    AbstractRegularizer,
+    RegularizedSolution,
+    as_regularizer,
+    solve_regularized,
+)
 from ..solvers import ODESolverConfig, SolverStats
 from ._base import OptimizerConfig, Task
 
@@ -63,8 +68,9 @@ class NeuralODE(Task):
         vector_field: a custom ``nn.Module`` mapping ``(..., d)`` (or ``d + 1`` with time) to
             ``(..., d)``; replaces the default MLP (Python use; in YAML give its ``class_path``).
         regularizers: training-only penalties on the solve (a list of ``class_path`` /
-            ``init_args`` in YAML). They are not stored in checkpoint hyperparameters: give them
-            again (the CLI's saved config does) to resume training with them.
+            ``init_args`` in YAML, or such mappings in Python). Checkpoint hyperparameters store
+            their :meth:`~sciml.regularizers.AbstractRegularizer.config`, so
+            ``load_from_checkpoint`` rebuilds them.
 
     Shapes:
         ``forward(y0 (B, d), t (T,)) -> (B, T, d)``. Batches are dicts with ``"t" (B, T)``,
@@ -91,7 +97,8 @@ class NeuralODE(Task):
         self.vector_field = TimeConcat(vector_field, time_dependent=time_dependent)
         self.solver = ODESolverConfig(**solver) if isinstance(solver, dict) else solver
         self.last_stats: SolverStats | None = None
-        self.regularizers = nn.ModuleList(regularizers or [])
+        self.regularizers = nn.ModuleList(as_regularizer(r) for r in regularizers or [])
+        self.hparams["regularizers"] = [r.config() for r in self.regularizers]
 
     def forward(self, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ys, self.last_stats = self.solver.solve(self.vector_field, y0, t)

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..metrics import wasserstein
 from ..nn import MLP, TimeConcat
-from ..regularizers import AbstractRegularizer, LocalSDERegularizer
+from ..regularizers import AbstractRegularizer, LocalSDERegularizer, as_regularizer
 from ..solvers import SDESolverConfig, SolverStats
 from ._base import OptimizerConfig, Task
 
@@ -76,8 +76,8 @@ class NeuralSDE(Task):
         n_eval_samples: simulated paths per initial state in evaluation.
         optimizer: optimizer settings.
         regularizers: training-only :class:`~sciml.regularizers.LocalSDERegularizer` penalties
-            (YAML: list of ``class_path``/``init_args``); not stored in checkpoint
-            hyperparameters.
+            (YAML: list of ``class_path``/``init_args``); stored in checkpoint
+            hyperparameters by their ``config()``.
     """
 
     def __init__(
@@ -94,13 +94,15 @@ class NeuralSDE(Task):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["regularizers"])
-        for regularizer in regularizers or []:
+        regularizers = [as_regularizer(r) for r in regularizers or []]
+        for regularizer in regularizers:
             if not isinstance(regularizer, LocalSDERegularizer):
                 raise ValueError(
                     f"NeuralSDE regularizers must be LocalSDERegularizer, "
                     f"got {type(regularizer).__name__}"
                 )
-        self.regularizers = nn.ModuleList(regularizers or [])
+        self.regularizers = nn.ModuleList(regularizers)
+        self.hparams["regularizers"] = [r.config() for r in self.regularizers]
         self.last_stats: SolverStats | None = None
         width = state_dim + int(time_dependent)
         self.sde = _DiagonalSDE(

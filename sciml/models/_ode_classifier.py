@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..nn import activation
-from ..regularizers import AbstractRegularizer, solve_regularized
+from ..regularizers import AbstractRegularizer, as_regularizer, solve_regularized
 from ..solvers import ODESolverConfig, SolverStats
 from ._base import OptimizerConfig, Task
 
@@ -59,7 +59,7 @@ class ODEClassifier(Task):
         solver: ODE solver settings.
         optimizer: optimizer settings.
         regularizers: training-only ODE regularizers (YAML: list of ``class_path``/``init_args``);
-            not stored in checkpoint hyperparameters.
+            stored in checkpoint hyperparameters by their ``config()``.
 
     Shapes:
         ``forward(x (B, ...)) -> logits (B, n_classes)``.
@@ -89,7 +89,8 @@ class ODEClassifier(Task):
         self.vector_field = _TimeConcatMLP(dim, hidden_dim, activation)
         self.head = nn.Linear(dim, n_classes)
         self.solver = ODESolverConfig(**solver) if isinstance(solver, dict) else solver
-        self.regularizers = nn.ModuleList(regularizers or [])
+        self.regularizers = nn.ModuleList(as_regularizer(r) for r in regularizers or [])
+        self.hparams["regularizers"] = [r.config() for r in self.regularizers]
         self.last_stats: SolverStats | None = None
         self._test_inputs: list[torch.Tensor] = []
 

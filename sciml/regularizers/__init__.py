@@ -1,6 +1,6 @@
 """Regularizers: one abstract base, composable penalties for every model family."""
 
-from ._base import AbstractRegularizer
+from ._base import AbstractRegularizer, as_regularizer
 from ._global_error import GlobalErrorRegularizer
 from ._local import LocalRegularizer, initial_step_size
 from ._local_sde import LocalSDERegularizer, SDEPenalty
@@ -25,6 +25,7 @@ __all__ = [
     "PrescribedEigenvalueRegularizer",
     "RegularizedSolution",
     "SDEPenalty",
+    "as_regularizer",
     "initial_step_size",
     "safe_eigvals",
     "solve_regularized",

@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import abc
+import functools
+import importlib
+import inspect
 import math
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["AbstractRegularizer"]
+__all__ = ["AbstractRegularizer", "as_regularizer"]
+
+
+def _recording_arguments(init: Callable[..., None]) -> Callable[..., None]:
+    # Subclass constructors run inside one another (super().__init__); the outermost finishes
+    # last, so the arguments kept are the ones the user passed to the concrete class.
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self: AbstractRegularizer, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments: dict[str, Any] = {}
+        for name, parameter in signature.parameters.items():
+            if name == "self" or name not in bound.arguments:
+                continue
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(bound.arguments[name])
+            elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL:
+                arguments[name] = bound.arguments[name]
+        object.__setattr__(self, "_init_arguments", arguments)
+
+    return wrapper
 
 
 class AbstractRegularizer(nn.Module, abc.ABC):
@@ -23,7 +50,9 @@ class AbstractRegularizer(nn.Module, abc.ABC):
     Subclasses set :attr:`name` (the key under which the value is logged, e.g. ``train/reg_local``)
     and implement :meth:`forward`, whose inputs depend on the family of regularizer (a solve of a
     neural ODE, a linear operator, ...) and are stated in each subclass's docstring. Constructor
-    arguments are plain data so a regularizer can be given in YAML.
+    arguments are plain data so a regularizer can be given in YAML, and :meth:`config` returns
+    them as ``{"class_path", "init_args"}`` (what models store in their checkpoint
+    hyperparameters; :func:`as_regularizer` rebuilds the regularizer from it).
 
     Args:
         weight: $\lambda_0$, must be >= 0.
@@ -32,6 +61,7 @@ class AbstractRegularizer(nn.Module, abc.ABC):
 
     name: ClassVar[str] = "reg"
 
+    @_recording_arguments
     def __init__(self, *, weight: float = 1.0, weight_final: float | None = None) -> None:
         super().__init__()
         if weight < 0:
@@ -45,6 +75,20 @@ class AbstractRegularizer(nn.Module, abc.ABC):
         self.weight = weight
         self.weight_final = weight_final
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_arguments(cls.__init__)
+
+    def config(self) -> dict[str, Any]:
+        """``{"class_path": ..., "init_args": {...}}`` that :func:`as_regularizer` rebuilds."""
+        cls = type(self)
+        public = importlib.import_module(__name__.rpartition(".")[0])
+        exported = getattr(public, cls.__name__, None) is cls
+        module = public.__name__ if exported else cls.__module__
+        arguments = getattr(self, "_init_arguments", {})
+        return {"class_path": f"{module}.{cls.__qualname__}", "init_args": _plain(arguments)}
+
     def weight_at(self, step: int, total_steps: int | None = None) -> float:
         """$\\lambda$ at optimisation step ``step`` of ``total_steps``."""
         if self.weight_final is None:
@@ -57,3 +101,32 @@ class AbstractRegularizer(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The unweighted penalty $R$ (a scalar tensor, differentiable in the model parameters)."""
+
+
+def as_regularizer(value: AbstractRegularizer | Mapping[str, Any]) -> AbstractRegularizer:
+    """``value`` itself, or the regularizer a ``{"class_path", "init_args"}`` mapping describes.
+
+    Raises:
+        TypeError: ``value`` is neither, or its class path does not name a regularizer.
+    """
+    if isinstance(value, AbstractRegularizer):
+        return value
+    if not isinstance(value, Mapping) or "class_path" not in value:
+        raise TypeError(
+            "a regularizer must be an AbstractRegularizer or a mapping with 'class_path' and "
+            f"'init_args', got {value!r}"
+        )
+    module_name, _, name = str(value["class_path"]).rpartition(".")
+    cls = getattr(importlib.import_module(module_name), name, None) if module_name else None
+    if not (isinstance(cls, type) and issubclass(cls, AbstractRegularizer)):
+        raise TypeError(f"class_path {value['class_path']!r} is not an AbstractRegularizer")
+    return cls(**dict(value.get("init_args") or {}))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively, so the arguments read back from YAML and JSON alike."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
