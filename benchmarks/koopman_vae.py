@@ -26,8 +26,6 @@ Writes ``benchmarks/results/koopman_vae.json`` (its ``"mode"`` says which tier),
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +37,8 @@ import torch
 from sciml.data import TimeSeriesDataModule, sine_sequences
 from sciml.metrics import discriminative_score, predictive_score
 from sciml.models import KoopmanVAE
+
+from _report import machine, write_json
 
 RESULTS = Path(__file__).parent / "results"
 #: TimeGAN's stock file beside the project (read if present; ``--stocks-csv`` overrides)
@@ -294,13 +294,7 @@ def main() -> None:
         "benchmark": "koopman_vae",
         "mode": tier,
         "settings": cfg,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "accelerator": args.accelerator,
-        },
+        "machine": machine(accelerator=args.accelerator),
         "protocol": "TimeGAN discriminative (|acc-0.5|, 80/20, GRU hidden int(D/2)) and "
         "predictive (TSTR, last feature from the others, L1, sigmoid) scores, generated set as "
         "large as the training set, scored against the training set",
@@ -316,8 +310,7 @@ def main() -> None:
     }
     # "mode" tells a quick run from a full one
     out = Path(args.output) if args.output else RESULTS / "koopman_vae.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(f"\n{'setting':18} {'model':24} {'seed':>4} {'disc':>7} {'pred':>7} {'train s':>8}")
     for r in runs:
         print(
@@ -326,7 +319,6 @@ def main() -> None:
         )
     for g in result["goals"]:
         print(f"[{'met' if g['met'] else 'NOT met'}] {g['name']}: {g['value']} (goal {g['goal']})")
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

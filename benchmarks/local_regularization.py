@@ -30,9 +30,6 @@ JSON ``"mode": "quick"``. Results: ``benchmarks/results/local_regularization.jso
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -52,6 +49,8 @@ from sciml.regularizers import (
     LocalSDERegularizer,
 )
 from sciml.solvers import ODESolverConfig, SDESolverConfig
+
+from _report import machine, write_json
 
 RESULTS = Path(__file__).parent / "results"
 TOL = 1e-6
@@ -348,19 +347,6 @@ def plot(histories: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchdiffeq": torchdiffeq.__version__,
-        "torchsde": torchsde.__version__,
-    }
-
-
 def select_local_weight(steps: int) -> dict:
     """Choose the local weight on the validation split by :data:`SELECTION_RULE`.
 
@@ -474,7 +460,7 @@ def main() -> None:
     plot(histories, output.with_suffix(".png"))
     result = {
         "mode": "quick" if args.quick else "full",
-        "machine": machine(),
+        "machine": machine(torchdiffeq=torchdiffeq.__version__, torchsde=torchsde.__version__),
         "settings": {
             "seeds": list(seeds),
             "steps": steps,
@@ -490,8 +476,7 @@ def main() -> None:
         "sde": {"weight": SDE_WEIGHT, "summary": sde_summary, "runs": sde_runs},
         "nfe_history_median": histories,
     }
-    output.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {output} and {output.with_suffix('.png')}")
+    write_json(output, result, indent=1)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,7 @@ Results go to ``benchmarks/results/lpinn.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -34,6 +31,8 @@ import torch
 
 from sciml.data import ConvectionDiffusion1D, ConvectionDiffusionDataModule
 from sciml.models import PINN, LagrangianPINN, NonFiniteLossError
+
+from _report import machine, print_goals, write_json
 
 RESULTS = Path(__file__).parent / "results" / "lpinn.json"
 
@@ -178,31 +177,17 @@ def main() -> None:
 
     report = {
         "mode": "quick" if args.quick else "full",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "pytorch_lightning": pl.__version__,
-            "note": "2 CPU cores shared with other jobs; wall times are noisy",
-        },
+        "machine": machine(
+            pytorch_lightning=pl.__version__,
+            note="2 CPU cores shared with other jobs; wall times are noisy",
+        ),
         "budgets": {"lpinn": LPINN_BUDGET, "pinn": PINN_BUDGET, "scale": scale},
         "metric": "||u - u_ref||_2 / ||u_ref - mean(u_ref)||_2 on 256 x 100 (x without endpoint)",
         "goals": goals,
         "cases": cases,
     }
-    width = max(len(g["name"]) for g in goals)
-    print(f"\n{'goal':<{width}}  {'value':>10}  {'target':>8}  met")
-    for g in goals:
-        met = "yes" if g["met"] else "NO"
-        print(f"{g['name']:<{width}}  {g['value']:>10.4g}  {g['goal']:>8}  {met}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    # NaN (a case that stopped on a non-finite loss) is not valid JSON: write null.
-    text = json.dumps(report, indent=2).replace("NaN", "null")
-    RESULTS.write_text(text + "\n")
-    print(f"wrote {RESULTS}")
+    print_goals(goals)
+    write_json(RESULTS, report)  # a case stopped by a non-finite loss is written as null
 
 
 if __name__ == "__main__":

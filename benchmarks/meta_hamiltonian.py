@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -43,6 +41,8 @@ import torch
 
 from sciml.data import HamiltonianMetaDataModule, HamiltonianSystem, get_hamiltonian_system
 from sciml.models import MetaHamiltonian, OptimizerConfig
+
+from _report import machine, write_json
 
 RESULTS = Path(__file__).parent / "results" / "meta_hamiltonian.json"
 POOL = (
@@ -369,21 +369,13 @@ def main() -> None:
                 "(traj_rel_err, energy_err) and the implicit midpoint rule (*_implicit_midpoint)"
             ),
         },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "device": args.device,
-        },
+        "machine": machine(device=args.device),
         "seconds_total": time.perf_counter() - start,
         "results": results,
         "goals": goals,
     }
-    args.output.parent.mkdir(exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"wrote {args.output} in {report['seconds_total']:.0f} s")
+    write_json(args.output, report)
+    print(f"in {report['seconds_total']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -38,10 +38,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -56,6 +53,8 @@ from sciml.data import CLASSIC_FAMILIES, EquationFamily, ODEOperatorDataModule
 from sciml.metrics import continuation_rel_l2, score_equations
 from sciml.models import PROSE, OptimizerConfig, ProseSizes
 from sciml.symbolic import expressions_to_prefix
+
+from _report import machine, write_json
 
 RESULTS = Path(__file__).parent / "results" / "prose.json"
 NOISE_LEVELS = (0.0, 0.02, 0.05, 0.1)
@@ -322,15 +321,9 @@ def main() -> None:
     )
     report = {
         "mode": mode,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "note": "shared 2-core box (several engineers running at once): timings are noisy",
-        },
+        "machine": machine(
+            note="shared 2-core box (several engineers running at once): timings are noisy"
+        ),
         "setup": {
             "families": data.family_names,
             "n_train": n_train,
@@ -376,8 +369,7 @@ def main() -> None:
             ),
         ],
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report)
 
     print(f"\n{'seed':>4s} {'PROSE':>8s} {'data-only':>9s} {'ratio':>6s} {'valid':>6s}")
     for run in runs:
@@ -411,7 +403,7 @@ def main() -> None:
     )
     for entry in report["goals"]:
         print(f"goal {entry['name']}: {entry['value']:.4f} {entry['goal']} met={entry['met']}")
-    print(f"total {report['timings_s']['total']:.0f} s; wrote {args.output}")
+    print(f"total {report['timings_s']['total']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -30,6 +28,8 @@ import torch
 from sciml.data import SnapshotDataModule
 from sciml.metrics import relative_frobenius_error, sampling_floor, wasserstein2
 from sciml.models import SBIRRConfig, SchrodingerBridge
+
+from _report import machine, write_json
 
 RESULTS = Path(__file__).parent / "results" / "schrodinger_bridge.json"
 
@@ -232,24 +232,14 @@ def main() -> None:
         "benchmark": "schrodinger_bridge",
         "mode": "quick" if args.quick else "full",
         "seeds": seeds,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "pot": ot.__version__,
-        },
+        "machine": machine(pot=ot.__version__),
         "lv_config": dict(vars(lv_config)),
         "summary": summary,
         "ou_runs": ou,
         "lv_runs": lv,
         "goals": goals,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=list))
-    print(f"wrote {args.out}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

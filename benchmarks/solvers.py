@@ -13,11 +13,8 @@ to ``CASES``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +26,8 @@ import torchsde
 from torch import nn
 
 from sciml.solvers import GridBrownian, odeint, sdeint
+
+from _report import machine, print_goals, write_json
 
 RESULTS = Path(__file__).parent / "results" / "solvers.json"
 
@@ -330,28 +329,13 @@ def main() -> None:
         goals.extend(out["goals"])
 
     report = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torchdiffeq": torchdiffeq.__version__,
-            "torchsde": torchsde.__version__,
-        },
+        "machine": machine(torchdiffeq=torchdiffeq.__version__, torchsde=torchsde.__version__),
         "repeats": repeats,
         "goals": goals,
         "cases": results,
     }
-    width = max(len(g["name"]) for g in goals)
-    print(f"{'goal':<{width}}  {'value':>10}  {'target':>8}  met")
-    for g in goals:
-        met = "yes" if g["met"] else "NO"
-        print(f"{g['name']:<{width}}  {g['value']:>10.4g}  {g['goal']:>8}  {met}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print_goals(goals)
+    write_json(RESULTS, report)
 
 
 if __name__ == "__main__":
