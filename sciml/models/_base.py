@@ -9,6 +9,8 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 
+from ..regularizers import AbstractRegularizer, as_regularizer
+
 __all__ = ["NonFiniteLossError", "OptimizerConfig", "Task"]
 
 
@@ -61,6 +63,16 @@ class Task(pl.LightningModule, abc.ABC):
         """Subclasses with an ``optimizer`` hyperparameter get it here; others use the defaults."""
         config = self.hparams.get("optimizer", OptimizerConfig())
         return OptimizerConfig(**config) if isinstance(config, dict) else config
+
+    def store_regularizers(
+        self, key: str, regularizers: list[AbstractRegularizer] | None
+    ) -> list[AbstractRegularizer]:
+        """Regularizers from instances or ``{"class_path", "init_args"}`` mappings, with their
+        :meth:`~sciml.regularizers.AbstractRegularizer.config` recorded as ``hparams[key]`` so
+        that ``load_from_checkpoint`` rebuilds them (they are not serialisable as objects)."""
+        built = [as_regularizer(r) for r in regularizers or []]
+        self.hparams[key] = [r.config() for r in built]
+        return built
 
     def total_steps(self) -> int | None:
         """Optimisation steps of the whole run (``None`` outside a trainer), e.g. for decaying

@@ -13,7 +13,6 @@ from ..nn import MLP, TimeConcat
 from ..regularizers import (
     AbstractRegularizer,
     RegularizedSolution,
-    as_regularizer,
     solve_regularized,
 )
 from ..solvers import ODESolverConfig, SolverStats
@@ -97,8 +96,7 @@ class NeuralODE(Task):
         self.vector_field = TimeConcat(vector_field, time_dependent=time_dependent)
         self.solver = ODESolverConfig(**solver) if isinstance(solver, dict) else solver
         self.last_stats: SolverStats | None = None
-        self.regularizers = nn.ModuleList(as_regularizer(r) for r in regularizers or [])
-        self.hparams["regularizers"] = [r.config() for r in self.regularizers]
+        self.regularizers = nn.ModuleList(self.store_regularizers("regularizers", regularizers))
 
     def forward(self, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ys, self.last_stats = self.solver.solve(self.vector_field, y0, t)

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..metrics import wasserstein
 from ..nn import MLP, TimeConcat
-from ..regularizers import AbstractRegularizer, LocalSDERegularizer, as_regularizer
+from ..regularizers import AbstractRegularizer, LocalSDERegularizer
 from ..solvers import SDESolverConfig, SolverStats
 from ._base import OptimizerConfig, Task
 
@@ -94,7 +94,7 @@ class NeuralSDE(Task):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["regularizers"])
-        regularizers = [as_regularizer(r) for r in regularizers or []]
+        regularizers = self.store_regularizers("regularizers", regularizers)
         for regularizer in regularizers:
             if not isinstance(regularizer, LocalSDERegularizer):
                 raise ValueError(
@@ -102,7 +102,6 @@ class NeuralSDE(Task):
                     f"got {type(regularizer).__name__}"
                 )
         self.regularizers = nn.ModuleList(regularizers)
-        self.hparams["regularizers"] = [r.config() for r in self.regularizers]
         self.last_stats: SolverStats | None = None
         width = state_dim + int(time_dependent)
         self.sde = _DiagonalSDE(

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..nn import activation
-from ..regularizers import AbstractRegularizer, as_regularizer, solve_regularized
+from ..regularizers import AbstractRegularizer, solve_regularized
 from ..solvers import ODESolverConfig, SolverStats
 from ._base import OptimizerConfig, Task
 
@@ -89,8 +89,7 @@ class ODEClassifier(Task):
         self.vector_field = _TimeConcatMLP(dim, hidden_dim, activation)
         self.head = nn.Linear(dim, n_classes)
         self.solver = ODESolverConfig(**solver) if isinstance(solver, dict) else solver
-        self.regularizers = nn.ModuleList(as_regularizer(r) for r in regularizers or [])
-        self.hparams["regularizers"] = [r.config() for r in self.regularizers]
+        self.regularizers = nn.ModuleList(self.store_regularizers("regularizers", regularizers))
         self.last_stats: SolverStats | None = None
         self._test_inputs: list[torch.Tensor] = []
 
