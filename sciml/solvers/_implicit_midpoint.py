@@ -175,15 +175,13 @@ def _newton_update(
                 "implicit_midpoint: iteration='newton' needs func(t, y) differentiable w.r.t. y "
                 "(its output has no autograd graph); use iteration='fixed_point'"
             )
+        # materialize_grads: a component independent of y gives a zero row, on y's device
         rows = [
-            torch.autograd.grad(flat[i], point, retain_graph=True, allow_unused=True)[0]
+            torch.autograd.grad(flat[i], point, retain_graph=True, materialize_grads=True)[0]
             for i in range(flat.numel())
         ]
-    d = midpoint.numel()
-    jacobian = torch.stack(
-        [torch.zeros(d, dtype=flat.dtype) if r is None else r.reshape(-1) for r in rows]
-    )
-    identity = torch.eye(d, dtype=midpoint.dtype, device=midpoint.device)
+    jacobian = torch.stack([r.reshape(-1) for r in rows])
+    identity = torch.eye(midpoint.numel(), dtype=midpoint.dtype, device=midpoint.device)
     residual = (midpoint - y - half * field(t_mid, midpoint)).reshape(-1)
     correction = torch.linalg.solve(identity - half * jacobian, residual.unsqueeze(-1))
     return midpoint - correction.reshape(midpoint.shape)
