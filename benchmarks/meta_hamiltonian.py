@@ -1,14 +1,15 @@
 """Meta-learned Hamiltonian GNN vs pretrained and from-scratch initialisations on unseen physics.
 
 For each held-out system type in turn (leave-one-type-out, as in Song & Jeong, ICLR 2024), one
-graph-network Hamiltonian is meta-trained (MAML, optionally Meta-SGD / ANIL / first order) on the
-other types and one is pretrained (multi-task regression, same loss) on the same tasks for the
-same number of outer steps. On held-out tasks each initialisation (plus fresh random ones:
-"scratch") is adapted with the same plain SGD on the task's support set (K points) for
-k = 0, 1, 5, 10 steps; we report the median over tasks of the query derivative MSE (plain, and
-relative to the targets' mean square) and, after 10 steps, of the rollouts' relative trajectory
-error and mean relative true-energy error, with RK4 and with the symplectic implicit midpoint
-rule. One process, fixed seeds, one thread.
+graph-network Hamiltonian is meta-trained (MAML, optionally Meta-SGD / ANIL / first order, or
+Reptile with ``--algorithm reptile``) on the other types and one is pretrained (multi-task
+regression, same loss) on the same tasks with as many gradient evaluations per task (the same
+number of outer steps; for Reptile, outer steps x inner steps). On held-out tasks each
+initialisation (plus fresh random ones: "scratch") is adapted with the same plain SGD on the
+task's support set (K points) for k = 0, 1, 5, 10 steps; we report the median over tasks of the
+query derivative MSE (plain, and relative to the targets' mean square) and, after 10 steps, of
+the rollouts' relative trajectory error and mean relative true-energy error, with RK4 and with
+the symplectic implicit midpoint rule. One process, fixed seeds, one thread.
 
 Test-time step size, the same rule for every arm, never looking at the held-out type: each arm
 adapts with ``scale x base`` where ``base`` is ``--inner-lr`` (the learned per-parameter rates for
@@ -78,6 +79,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--first-order", action="store_true")
     parser.add_argument("--relative-loss", action="store_true")
     parser.add_argument("--meta-sgd", action="store_true", help="learned per-parameter inner lr")
+    parser.add_argument(
+        "--algorithm",
+        default="maml",
+        choices=("maml", "reptile"),
+        help="meta-learner of the meta arm (reptile: first order, --inner-steps SGD steps)",
+    )
     parser.add_argument("--adapt", default="all", choices=("all", "readout"), help="readout: ANIL")
     parser.add_argument("--lr-scales", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0])
     parser.add_argument("--val-tasks-per-type", type=int, default=2)
@@ -91,10 +98,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--pretrained-steps",
+        type=int,
+        default=None,
+        help="steps of the pretrained and oracle arms (default: as many gradient evaluations "
+        "per task as the meta arm: outer steps, times --inner-steps for Reptile)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.outer_steps, args.train_tasks, args.test_tasks, args.scratch_inits = 40, 48, 6, 1
         args.val_tasks_per_type = 1
+    if args.pretrained_steps is None:
+        per_step = args.inner_steps if args.algorithm == "reptile" else 1
+        args.pretrained_steps = args.outer_steps * per_step
     return args
 
 
@@ -118,6 +135,8 @@ def widened(name: str, power: float) -> HamiltonianSystem:
 
 def make_model(args: argparse.Namespace, mode: str, seed: int) -> MetaHamiltonian:
     torch.manual_seed(seed)
+    if mode == "maml":
+        mode = args.algorithm
     return MetaHamiltonian(
         node_dim=4,
         hidden_dims=(args.hidden, args.hidden),
@@ -135,9 +154,9 @@ def make_model(args: argparse.Namespace, mode: str, seed: int) -> MetaHamiltonia
     )
 
 
-def fit(model: MetaHamiltonian, data: HamiltonianMetaDataModule, args) -> float:
+def fit(model: MetaHamiltonian, data: HamiltonianMetaDataModule, steps: int, args) -> float:
     trainer = pl.Trainer(
-        max_steps=args.outer_steps,
+        max_steps=steps,
         max_epochs=-1,
         accelerator=args.device,
         devices=1,
@@ -234,7 +253,8 @@ def run_held_out(held_out: str, args: argparse.Namespace) -> dict:
     seconds = {}
     for mode in ("maml", "pretrained"):
         model = make_model(args, mode, args.seed)
-        seconds[f"fit_{mode}"] = fit(model, data, args)
+        steps = args.outer_steps if mode == "maml" else args.pretrained_steps
+        seconds[f"fit_{mode}"] = fit(model, data, steps, args)
         models["meta" if mode == "maml" else mode] = [model]
     # From scratch: several fresh initialisations per task, averaged per task.
     models["scratch"] = [make_model(args, "scratch", 1000 + j) for j in range(args.scratch_inits)]
@@ -251,7 +271,7 @@ def run_held_out(held_out: str, args: argparse.Namespace) -> dict:
     )
     oracle_data.setup()
     oracle = make_model(args, "pretrained", args.seed)
-    seconds["fit_oracle"] = fit(oracle, oracle_data, args)
+    seconds["fit_oracle"] = fit(oracle, oracle_data, args.pretrained_steps, args)
     arms: dict[str, list[dict[str, float]]] = {}
     chosen, validation_scores, validation_curves = {}, {}, {}
     start = time.perf_counter()
@@ -289,7 +309,7 @@ def run_held_out(held_out: str, args: argparse.Namespace) -> dict:
         for arm, per_task in arms.items()
     }
     learned = {}
-    if args.meta_sgd:
+    if args.meta_sgd and args.algorithm == "maml":
         rates = torch.cat([r.detach().flatten() for r in models["meta"][0].inner_lrs().values()])
         quantiles = torch.quantile(rates, torch.tensor([0.1, 0.5, 0.9]))
         learned = {"meta_sgd_inner_lr_q10_q50_q90": quantiles.tolist()}
@@ -385,10 +405,13 @@ def main() -> None:
                 "fresh validation tasks of the TRAINING types (seed + 1); the held-out type "
                 "is never looked at"
             ),
-            "pretrained": "multi-task regression on the same tasks, same loss, same outer steps",
+            "pretrained": (
+                "multi-task regression on the same tasks, same loss, pretrained_steps steps "
+                "(as many gradient evaluations per task as the meta arm)"
+            ),
             "scratch": "scratch_inits fresh random initialisations, metrics averaged per task",
             "oracle": (
-                "reference only: trained like pretrained, same steps, on tasks of the held-out "
+                "reference only: trained like pretrained, on tasks of the held-out "
                 "type itself (other parameter draws than the test tasks); lr scale 1"
             ),
             "metrics": (

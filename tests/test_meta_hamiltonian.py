@@ -96,7 +96,7 @@ def test_graph_network_rejects_non_smooth_activations():
     with pytest.raises(ValueError, match="smooth"):
         HamiltonianGraphNetwork(4, activation="relu")
     with pytest.raises(ValueError, match="mode"):
-        MetaHamiltonian(mode="reptile")
+        MetaHamiltonian(mode="protonet")
 
 
 def test_one_inner_step_equals_a_hand_computed_sgd_step():
@@ -387,6 +387,83 @@ def test_meta_sgd_rates_are_meta_trained_and_options_are_validated():
         MetaHamiltonian(adapt="head")
     with pytest.raises(ValueError, match="rollout_method must be one of"):
         MetaHamiltonian(rollout_method="euler")
+
+
+def _reptile_gradient(mode: str, inner_steps: int, batch: dict) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = MetaHamiltonian(
+        node_dim=2, hidden_dims=(8,), mode=mode, inner_lr=0.05, inner_steps=inner_steps
+    ).double()
+    model.zero_grad()
+    loss, _ = model.compute_loss(batch, "train")
+    loss.backward()
+    # a parameter the field never sees (the energy's offset) has no gradient: zero direction
+    return {
+        n: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+        for n, p in model.network.named_parameters()
+    }
+
+
+def test_reptile_direction_is_the_mean_gradient_along_the_inner_path():
+    data = _data()
+    data.setup()
+    batch = {k: v.double() for k, v in next(iter(data.train_dataloader())).items()}
+    # One inner step: the Reptile direction (theta - phi) / lr is the pooled-loss gradient,
+    # i.e. Reptile with k = 1 is multi-task pretraining.
+    one_step, pretrained = (
+        _reptile_gradient("reptile", 1, batch),
+        _reptile_gradient("pretrained", 1, batch),
+    )
+    assert one_step.keys() == pretrained.keys()
+    for name in pretrained:
+        torch.testing.assert_close(one_step[name], pretrained[name], rtol=1e-10, atol=1e-13)
+    # Three steps, by hand: three SGD steps per task, then mean over tasks of (theta - phi) / 3a.
+    torch.manual_seed(0)
+    model = MetaHamiltonian(node_dim=2, hidden_dims=(8,), inner_lr=0.05).double()
+    theta = {n: p.detach().clone() for n, p in model.network.named_parameters()}
+    expected = {n: torch.zeros_like(p) for n, p in theta.items()}
+    tasks = len(batch["mask"])
+    for i in range(tasks):
+        x = torch.cat([batch["support_x"][i], batch["query_x"][i]])
+        dx = torch.cat([batch["support_dx"][i], batch["query_dx"][i]])
+        phi = {n: p.clone().requires_grad_(True) for n, p in theta.items()}
+        for _ in range(3):
+            loss = hamiltonian_derivative_loss(model.network, phi, x, dx, batch["mask"][i])
+            grads = torch.autograd.grad(loss, list(phi.values()), allow_unused=True)
+            phi = {
+                n: (p if g is None else p - 0.05 * g).detach().requires_grad_(True)
+                for (n, p), g in zip(phi.items(), grads, strict=True)
+            }
+        for n in theta:
+            expected[n] += (theta[n] - phi[n].detach()) / (3 * 0.05 * tasks)
+    three_steps = _reptile_gradient("reptile", 3, batch)
+    for name, value in expected.items():
+        torch.testing.assert_close(three_steps[name], value, rtol=1e-9, atol=1e-12)
+    assert any(not torch.allclose(three_steps[n], pretrained[n], rtol=1e-3) for n in pretrained)
+    with pytest.raises(ValueError, match="reptile"):
+        MetaHamiltonian(mode="reptile", adapt="readout")
+
+
+def test_reptile_meta_training_learns_and_reports_its_inner_loop():
+    data = _data()
+    data.setup()
+    torch.manual_seed(0)
+    model = MetaHamiltonian(
+        node_dim=2,
+        hidden_dims=(32, 32),
+        mode="reptile",
+        inner_lr=0.05,
+        inner_steps=5,
+        optimizer={"lr": 1e-2},
+    )
+    batch = next(iter(data.train_dataloader()))
+    _, terms = model.compute_loss(batch, "train")
+    # Five SGD steps on the task's own points lower its loss from the shared initialisation.
+    assert terms["deriv_mse_after_adaptation"] < terms["deriv_mse"]
+    first = float(terms["deriv_mse"])
+    _trainer(max_steps=40).fit(model, data)
+    _, terms = model.compute_loss(batch, "train")
+    assert float(terms["deriv_mse"]) < 0.5 * first
 
 
 def test_implicit_midpoint_rollout_conserves_a_quadratic_energy_exactly():

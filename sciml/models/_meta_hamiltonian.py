@@ -21,7 +21,7 @@ __all__ = [
     "maml_inner_step",
 ]
 
-MODES = ("maml", "pretrained", "scratch")
+MODES = ("maml", "reptile", "pretrained", "scratch")
 ADAPTED = ("all", "readout")
 ROLLOUT_METHODS = ("rk4", "implicit_midpoint")
 Params = dict[str, torch.Tensor]
@@ -138,6 +138,12 @@ class MetaHamiltonian(Task):
       derivative loss give $\theta'$; the outer loss is the query loss at $\theta'$, averaged over
       the meta-batch and minimised with ``optimizer`` (Adam; MAML's second-order gradient unless
       ``first_order``).
+    * ``"reptile"`` (Nichol et al. 2018): for each task, ``inner_steps`` plain SGD steps of size
+      ``inner_lr`` on the pooled support and query points give $\phi_t$; the outer optimizer
+      receives $g = \frac{1}{T}\sum_t (\theta - \phi_t) / (k \alpha)$, the mean loss gradient
+      along each task's inner SGD path. First order and cheap per step, so the meta-training
+      inner loop can take as many steps as evaluation adapts with; with ``inner_steps=1`` it is
+      exactly ``"pretrained"``.
     * ``"pretrained"``: multi-task regression on the pooled support and query points of the
       batch (the paper's pretrained baseline); adapted at evaluation like the others.
     * ``"scratch"``: training leaves the random initialisation untouched (losses are still
@@ -162,9 +168,9 @@ class MetaHamiltonian(Task):
     Args:
         node_dim: features per node $2D$ (must match the data's padding ``2*body_dim``).
         hidden_dims, message_dim, activation: the graph network (smooth activation).
-        mode: ``"maml"``, ``"pretrained"`` or ``"scratch"``.
-        inner_lr: MAML inner learning rate $\alpha$ (paper: 1e-3).
-        inner_steps: MAML inner SGD steps (paper: 1).
+        mode: ``"maml"``, ``"reptile"``, ``"pretrained"`` or ``"scratch"``.
+        inner_lr: MAML / Reptile inner learning rate $\alpha$ (paper: 1e-3).
+        inner_steps: MAML / Reptile inner SGD steps $k$ (paper, MAML: 1).
         first_order: first-order MAML.
         relative_loss: train and adapt on the derivative MSE divided by the task's target mean
             square, so that systems with small derivatives weigh (and adapt) as much as the
@@ -192,7 +198,7 @@ class MetaHamiltonian(Task):
         hidden_dims: Sequence[int] = (64, 64),
         message_dim: int = 32,
         activation: str = "softplus",
-        mode: Literal["maml", "pretrained", "scratch"] = "maml",
+        mode: Literal["maml", "reptile", "pretrained", "scratch"] = "maml",
         inner_lr: float = 1e-3,
         inner_steps: int = 1,
         first_order: bool = False,
@@ -225,6 +231,10 @@ class MetaHamiltonian(Task):
             )
         if learn_inner_lr and mode != "maml":
             raise ValueError(f"learn_inner_lr (Meta-SGD) needs mode='maml', got mode={mode!r}")
+        if mode == "reptile" and adapt != "all":
+            # Reptile moves the initialisation towards the adapted weights, so parameters that
+            # never adapt would never be trained.
+            raise ValueError(f"mode='reptile' needs adapt='all', got adapt={adapt!r}")
         self.optimizer = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
         self.network = HamiltonianGraphNetwork(node_dim, hidden_dims, message_dim, activation)
         self.adapted_names = (
@@ -305,6 +315,8 @@ class MetaHamiltonian(Task):
         hp = self.hparams
         params = self.params()
         task_losses, pre_adaptation = [], []
+        if hp.mode == "reptile":
+            return self._reptile_loss(batch)
         for i in range(len(batch["mask"])):
             sx, sdx, qx, qdx, mask = (
                 batch[k][i] for k in ("support_x", "support_dx", "query_x", "query_dx", "mask")
@@ -353,6 +365,53 @@ class MetaHamiltonian(Task):
         if pre_adaptation:
             terms[f"{name}_before_adaptation"] = torch.stack(pre_adaptation).mean()
         return loss, terms
+
+    def _reptile_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        r"""Pre-adaptation pooled loss as the value; its gradient w.r.t. the parameters is the
+        Reptile direction (a linear surrogate $\langle\theta, g\rangle$ minus its value), so the
+        usual ``manual_backward`` applies it and a non-finite direction makes the value NaN."""
+        hp = self.hparams
+        params = self.params()
+        steps_times_lr = hp.inner_steps * hp.inner_lr
+        direction = {n: torch.zeros_like(p) for n, p in params.items()}
+        before, after = [], []
+        for i in range(len(batch["mask"])):
+            x = torch.cat([batch["support_x"][i], batch["query_x"][i]])
+            dx = torch.cat([batch["support_dx"][i], batch["query_dx"][i]])
+            mask = batch["mask"][i]
+            adapted = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+            for _ in range(hp.inner_steps):
+                adapted = maml_inner_step(
+                    self.network,
+                    adapted,
+                    x,
+                    dx,
+                    mask,
+                    lr=hp.inner_lr,
+                    differentiable=False,
+                    relative=hp.relative_loss,
+                )
+            for n, p in params.items():
+                direction[n] += (p.detach() - adapted[n].detach()) / steps_times_lr
+            for losses, weights in ((before, params), (after, adapted)):
+                with torch.no_grad():
+                    losses.append(
+                        hamiltonian_derivative_loss(
+                            self.network,
+                            weights,
+                            x,
+                            dx,
+                            mask,
+                            create_graph=False,
+                            relative=hp.relative_loss,
+                        )
+                    )
+        tasks = len(batch["mask"])
+        surrogate = sum((p * (direction[n] / tasks)).sum() for n, p in params.items())
+        value = torch.stack(before).mean()
+        loss = value + surrogate - surrogate.detach()
+        name = "deriv_rel_mse" if hp.relative_loss else "deriv_mse"
+        return loss, {name: value, f"{name}_after_adaptation": torch.stack(after).mean()}
 
     # -- evaluation -----------------------------------------------------------------------------
 
