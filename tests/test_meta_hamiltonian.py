@@ -383,6 +383,8 @@ def test_meta_sgd_rates_are_meta_trained_and_options_are_validated():
     )
     with pytest.raises(ValueError, match="learn_inner_lr"):
         MetaHamiltonian(mode="pretrained", learn_inner_lr=True)
+    with pytest.raises(ValueError, match="inner_lr_lr_factor"):
+        MetaHamiltonian(inner_lr_lr_factor=0.0)
     with pytest.raises(ValueError, match="adapt must be one of"):
         MetaHamiltonian(adapt="head")
     with pytest.raises(ValueError, match="rollout_method must be one of"):
@@ -464,6 +466,25 @@ def test_reptile_meta_training_learns_and_reports_its_inner_loop():
     _trainer(max_steps=40).fit(model, data)
     _, terms = model.compute_loss(batch, "train")
     assert float(terms["deriv_mse"]) < 0.5 * first
+
+
+def test_meta_sgd_rates_get_their_own_outer_learning_rate():
+    model = MetaHamiltonian(
+        node_dim=2,
+        hidden_dims=(8,),
+        learn_inner_lr=True,
+        inner_lr_lr_factor=20.0,
+        optimizer={"lr": 1e-3},
+    )
+    optimizer = model.configure_optimizers()
+    weights, rates = optimizer.param_groups
+    assert weights["lr"] == 1e-3 and rates["lr"] == pytest.approx(0.02)
+    grouped = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert grouped == {id(p) for p in model.parameters()}
+    assert {id(p) for p in rates["params"]} == {id(p) for p in model.log_inner_lrs.parameters()}
+    # Without Meta-SGD there is one group: every parameter at optimizer.lr.
+    (only,) = MetaHamiltonian(node_dim=2, hidden_dims=(8,)).configure_optimizers().param_groups
+    assert only["lr"] == 5e-4
 
 
 def test_implicit_midpoint_rollout_conserves_a_quadratic_energy_exactly():

@@ -64,6 +64,11 @@ class Task(pl.LightningModule, abc.ABC):
         config = self.hparams.get("optimizer", OptimizerConfig())
         return OptimizerConfig(**config) if isinstance(config, dict) else config
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups; a group's ``"lr"`` overrides ``optimizer.lr``
+        (the scheduler scales every group alike)."""
+        return [{"params": list(self.parameters())}]
+
     def store_regularizers(
         self, key: str, regularizers: list[AbstractRegularizer] | None
     ) -> list[AbstractRegularizer]:
@@ -158,7 +163,7 @@ class Task(pl.LightningModule, abc.ABC):
         config = self.optimizer_config()
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
         optimizer = optimizers[config.name](
-            self.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            self.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay
         )
         if config.scheduler == "none":
             return optimizer

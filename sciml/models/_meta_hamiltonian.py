@@ -178,6 +178,10 @@ class MetaHamiltonian(Task):
         learn_inner_lr: Meta-SGD: per-parameter inner step sizes, initialised to
             ``inner_lr`` and learned in the outer loop (``mode="maml"`` only); evaluation then
             adapts with them.
+        inner_lr_lr_factor: the outer learning rate of Meta-SGD's rates is
+            ``optimizer.lr`` times this. The rates are learned as logarithms, so one Adam step
+            changes a rate by about ``optimizer.lr x factor`` *relative*; Li et al. (2017) learn
+            the rates themselves, about ``1 / inner_lr`` times faster.
         adapt: ``"all"`` parameters or only the ``"readout"`` (ANIL) in the inner loop and at
             evaluation.
         adapt_lr: SGD step size at evaluation (default ``inner_lr``; with ``learn_inner_lr``
@@ -204,6 +208,7 @@ class MetaHamiltonian(Task):
         first_order: bool = False,
         relative_loss: bool = False,
         learn_inner_lr: bool = False,
+        inner_lr_lr_factor: float = 1.0,
         adapt: Literal["all", "readout"] = "all",
         adapt_lr: float | None = None,
         eval_steps: Sequence[int] = (0, 1, 5, 10),
@@ -231,6 +236,8 @@ class MetaHamiltonian(Task):
             )
         if learn_inner_lr and mode != "maml":
             raise ValueError(f"learn_inner_lr (Meta-SGD) needs mode='maml', got mode={mode!r}")
+        if inner_lr_lr_factor <= 0:
+            raise ValueError(f"inner_lr_lr_factor must be positive, got {inner_lr_lr_factor}")
         if mode == "reptile" and adapt != "all":
             # Reptile moves the initialisation towards the adapted weights, so parameters that
             # never adapt would never be trained.
@@ -264,6 +271,15 @@ class MetaHamiltonian(Task):
 
     def optimizer_config(self) -> OptimizerConfig:
         return self.optimizer
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        if self.log_inner_lrs is None:
+            return super().parameter_groups()
+        rates_lr = self.optimizer.lr * self.hparams.inner_lr_lr_factor
+        return [
+            {"params": list(self.network.parameters())},
+            {"params": list(self.log_inner_lrs.parameters()), "lr": rates_lr},
+        ]
 
     def params(self) -> Params:
         """The network's current parameters by name (the MAML initialisation $\\theta$)."""
