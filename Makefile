@@ -41,6 +41,7 @@ docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 benchmarks: $(STAMP)
+	$(BIN)/python -m pip install --quiet --group bench
 	for script in benchmarks/[!_]*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:

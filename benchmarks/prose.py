@@ -103,10 +103,23 @@ def goal(name: str, value: float, op: str, target: float) -> dict:
     return {"name": name, "value": float(value), "goal": f"{op} {target:g}", "met": bool(met)}
 
 
+def ridge(library: np.ndarray, target: np.ndarray, alpha: float) -> np.ndarray:
+    """argmin_w |target - library w|^2 + alpha |w|^2, for one or several target columns."""
+    gram = library.T @ library + alpha * np.eye(library.shape[1])
+    return np.linalg.solve(gram, library.T @ target)
+
+
 def stlsq_sindy(
-    t: np.ndarray, u: np.ndarray, *, degree: int = 3, threshold: float = 0.05, iterations: int = 10
+    t: np.ndarray,
+    u: np.ndarray,
+    *,
+    degree: int = 3,
+    threshold: float = 0.05,
+    alpha: float = 0.05,
+    iterations: int = 10,
 ) -> list[sympy.Expr]:
-    r"""SINDy: $\dot u \approx \Theta(u)\,\Xi$ with $\Xi$ by sequentially thresholded least squares.
+    r"""SINDy: $\dot u \approx \Theta(u)\,\Xi$ with $\Xi$ by sequentially thresholded ridge
+    regression (STLSQ with pysindy's defaults: ridge ``alpha`` 0.05, no column normalisation).
 
     ``t (T,)``, ``u (T, d)`` noisy samples; returns the identified field over ``u_0 .. u_{d-1}``.
     """
@@ -123,16 +136,19 @@ def stlsq_sindy(
     library = np.stack(
         [np.broadcast_to(sympy.lambdify(symbols, m)(*smooth.T), len(t)) for m in monomials], 1
     )
-    xi = np.linalg.lstsq(library, derivative, rcond=None)[0]
+    xi = ridge(library, derivative, alpha)
     for _ in range(iterations):
         small = np.abs(xi) < threshold
         xi[small] = 0
         for j in range(d):
             big = ~small[:, j]
             if big.any():
-                xi[big, j] = np.linalg.lstsq(library[:, big], derivative[:, j], rcond=None)[0]
+                xi[big, j] = ridge(library[:, big], derivative[:, j], alpha)
     terms = [[(c, m) for c, m in zip(xi[:, j], monomials, strict=True) if c != 0] for j in range(d)]
-    return [sum((sympy.Float(float(c)) * m for c, m in pairs), start=0) for pairs in terms]
+    return [
+        sum((sympy.Float(float(c)) * m for c, m in pairs), start=sympy.Integer(0))
+        for pairs in terms
+    ]
 
 
 def train(model: PROSE, data: ODEOperatorDataModule, steps: int) -> float:
