@@ -98,6 +98,23 @@ def register_weak_van_der_pol() -> None:
     )
 
 
+def benchmark_data(families: str, t_input: float, *, quick: bool) -> ODEOperatorDataModule:
+    """The benchmark's data (one set, seed 0), set up; ``prose_sindy.py`` fits the same windows."""
+    register_weak_van_der_pol()
+    n_train, n_test = (1000, 100) if quick else (4000, 500)
+    data = ODEOperatorDataModule(
+        FAMILY_SETS[families],
+        n_train=n_train,
+        n_val=50,
+        n_test=n_test,
+        t_input=t_input,
+        batch_size=64,
+        seed=0,
+    )
+    data.setup()
+    return data
+
+
 def goal(name: str, value: float, op: str, target: float) -> dict:
     met = {">=": value >= target, "<=": value <= target}[op]
     return {"name": name, "value": float(value), "goal": f"{op} {target:g}", "met": bool(met)}
@@ -375,26 +392,16 @@ def main() -> None:
         help="classic: the 5 classic families; confusable: Van der Pol at mu = 0.3 instead",
     )
     args = parser.parse_args()
-    register_weak_van_der_pol()
     torch.set_num_threads(1)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     mode = "quick" if args.quick else "cpu"
-    n_train, n_test = (1000, 100) if args.quick else (4000, 500)
     steps = args.steps or (300 if args.quick else 1500)
     wall = time.perf_counter()
 
     start = time.perf_counter()
-    data = ODEOperatorDataModule(
-        FAMILY_SETS[args.families],
-        n_train=n_train,
-        n_val=50,
-        n_test=n_test,
-        t_input=args.t_input,
-        batch_size=64,
-        seed=0,
-    )
-    data.setup()
+    data = benchmark_data(args.families, args.t_input, quick=args.quick)
     data_seconds = time.perf_counter() - start
+    n_train, n_test = len(data.splits["train"]), len(data.splits["test"])
     print(f"data: {n_train}/{n_test} trajectories in {data_seconds:.0f} s", flush=True)
 
     sizes = ProseSizes()

@@ -31,10 +31,10 @@ from sciml.symbolic import expressions_to_prefix
 from _report import machine, write_json
 from prose import (
     FAMILY_SETS,
+    benchmark_data,
     equation_scores,
     nominal_tokens,
     public,
-    register_weak_van_der_pol,
     sindy_tokens,
 )
 from prose import RESULTS as PROSE_RESULTS
@@ -113,19 +113,8 @@ def main() -> None:
         import pysindy
     except ImportError as error:
         raise SystemExit("this benchmark needs pysindy: pip install pysindy") from error
-    register_weak_van_der_pol()
-    n_train, n_test = (1000, 100) if args.quick else (4000, 500)
-    # The same generator call as prose.py, so the test windows are the same samples.
-    data = ODEOperatorDataModule(
-        FAMILY_SETS[args.families],
-        n_train=n_train,
-        n_val=50,
-        n_test=n_test,
-        t_input=args.t_input,
-        batch_size=64,
-        seed=0,
-    )
-    data.setup()
+    data = benchmark_data(args.families, args.t_input, quick=args.quick)
+    n_test = len(data.splits["test"])
     tokens = {}
     seconds = {}
     tokens["pysindy"], seconds["pysindy"] = pysindy_tokens(data)
