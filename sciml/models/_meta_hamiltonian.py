@@ -329,10 +329,10 @@ class MetaHamiltonian(Task):
 
     def _training_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         hp = self.hparams
-        params = self.params()
-        task_losses, pre_adaptation = [], []
         if hp.mode == "reptile":
             return self._reptile_loss(batch)
+        params = self.params()
+        task_losses, pre_adaptation = [], []
         for i in range(len(batch["mask"])):
             sx, sdx, qx, qdx, mask = (
                 batch[k][i] for k in ("support_x", "support_dx", "query_x", "query_dx", "mask")
