@@ -303,10 +303,8 @@ def run_held_out(held_out: str, args: argparse.Namespace) -> dict:
     # every scale, to show how much each comparison depends on the validation-chosen scale.
     sensitivity = {
         arm: {
-            str(scale): float(
-                worst_case_median(
-                    [m["deriv_mse_k10"] for m in evaluate(ms, data, scale, rollouts=False)]
-                )
+            str(scale): worst_case_median(
+                [m["deriv_mse_k10"] for m in evaluate(ms, data, scale, rollouts=False)]
             )
             for scale in args.lr_scales
         }
