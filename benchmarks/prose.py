@@ -1,12 +1,14 @@
 """PROSE vs its data-only ablation, a last-value baseline and a SINDy (STLSQ) baseline.
 
 Run ``PYTHONPATH=. python benchmarks/prose.py [--quick] [--steps N] [--seeds 0 1 2] [--t-input T]
-[--families classic|confusable]``
+[--families classic|confusable] [--two-to-one]``
 (one thread). ``--t-input 1.0`` halves the observed window (16 points), where the skeleton tells
 the model something the data do not yet show; ``--families confusable`` instead keeps t < 2 and
 swaps Van der Pol (mu = 1) for Van der Pol at mu = 0.3, whose first third of a period looks like
-the damped oscillator's. The JSON is rewritten after every finished seed, so
-a run cut short keeps the seeds it completed.
+the damped oscillator's. ``--two-to-one`` adds PROSE's 2-to-1 ablation (skeleton in, continuation
+out, no symbol decoder and no token loss): it separates what the symbol *input* gives the
+continuation from what sharing the encoders with the equation output costs it. The JSON is
+rewritten after every finished seed, so a run cut short keeps the seeds it completed.
 
 * data: :class:`sciml.data.ODEOperatorDataModule` over the 5 classic families (exponential decay,
   logistic, damped oscillator, Lotka-Volterra, Van der Pol), parameters +-10 %, 2 % noise,
@@ -260,9 +262,11 @@ def run_seed(
     steps: int,
     sizes: ProseSizes,
     save_dir: Path | None = None,
+    two_to_one: bool = False,
 ) -> dict:
     """Train both arms with training seed ``seed`` and evaluate them (clean, noisy, corrupted);
-    with ``save_dir``, also save their weights there for later analysis."""
+    with ``save_dir``, also save their weights there for later analysis; with ``two_to_one``
+    also train and score the 2-to-1 ablation (skeleton in, no symbol output)."""
     optimizer = OptimizerConfig(name="adamw", lr=1e-3, weight_decay=1e-4, scheduler="cosine")
     test = DataLoader(data.splits["test"], batch_size=250)
     noisy = {
@@ -270,9 +274,18 @@ def run_seed(
         for level in NOISE_LEVELS
     }
     models, timings, clean = {}, {}, {}
-    for name, multimodal in (("prose", True), ("data_only", False)):
+    arms = {"prose": (True, True), "data_only": (False, False)}
+    if two_to_one:
+        arms["two_to_one"] = (True, False)
+    for name, (multimodal, symbol_output) in arms.items():
         pl.seed_everything(seed, verbose=False)
-        model = PROSE(max_dim=data.max_dim, sizes=sizes, multimodal=multimodal, optimizer=optimizer)
+        model = PROSE(
+            max_dim=data.max_dim,
+            sizes=sizes,
+            multimodal=multimodal,
+            symbol_output=symbol_output,
+            optimizer=optimizer,
+        )
         timings[f"train_{name}"] = train(model, data, steps)
         models[name] = model
         if save_dir is not None:
@@ -303,6 +316,8 @@ def run_seed(
             "prose_valid_fraction": eq["valid_fraction"],
             "prose_rhs_rel_l2_median": eq["rhs_rel_l2_median"],
         }
+        if "two_to_one" in runs:
+            noise[f"{level:g}"]["two_to_one"] = float(runs["two_to_one"]["rel_l2"].mean())
     symbols = {}
     for kind, index in SKELETONS.items():
         run = clean["prose"] if index == 0 else evaluate(models["prose"], test, index)
@@ -318,13 +333,28 @@ def run_seed(
     families = data.splits["test"].tensors["family"].numpy()
     per_family = {
         family: {
-            "prose": float(prose[families == k].mean()),
-            "data_only": float(data_only[families == k].mean()),
+            **{name: float(run["rel_l2"][families == k].mean()) for name, run in clean.items()},
             "last_value": float(last[families == k].mean()),
             "prose_valid_fraction": float(prose_eq["valid"][families == k].mean()),
         }
         for k, family in enumerate(data.family_names)
     }
+    extra = {}
+    if two_to_one:
+        ours = clean["two_to_one"]["rel_l2"]
+        corrupted = {
+            kind: float(evaluate(models["two_to_one"], test, index)["rel_l2"].mean())
+            for kind, index in SKELETONS.items()
+            if index
+        }
+        extra = {
+            "two_to_one": {
+                "continuation_rel_l2": summarize(ours),
+                "ratio_data_only": float(ours.mean() / data_only.mean()),
+                "ratio_prose": float(ours.mean() / prose.mean()),
+                "corrupted_symbol_input_rel_l2": corrupted,
+            }
+        }
     return {
         "seed": seed,
         "parameters": {name: model.parameter_count() for name, model in models.items()},
@@ -340,6 +370,7 @@ def run_seed(
         "noise": noise,
         "symbol_input": symbols,
         "per_family": per_family,
+        **extra,
     }
 
 
@@ -391,6 +422,11 @@ def main() -> None:
         default="classic",
         help="classic: the 5 classic families; confusable: Van der Pol at mu = 0.3 instead",
     )
+    parser.add_argument(
+        "--two-to-one",
+        action="store_true",
+        help="also train PROSE's 2-to-1 ablation (skeleton in, continuation out, no equation)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -407,7 +443,7 @@ def main() -> None:
     sizes = ProseSizes()
     runs = []
     for seed in args.seeds:
-        runs.append(run_seed(seed, data, steps, sizes, args.save_models))
+        runs.append(run_seed(seed, data, steps, sizes, args.save_models, args.two_to_one))
         # a run cut short (e.g. by a device time limit) keeps the seeds it finished
         partial = {"mode": mode, "partial": True, "steps": steps, "per_seed": runs}
         write_json(args.output, {**partial, "goals": goals_over_seeds(runs)})
@@ -417,12 +453,8 @@ def main() -> None:
 
     ratios = [run["ratio_data_only"] for run in runs]
     ratios_last = [run["ratio_last_value"] for run in runs]
-    mean = mean_over_seeds(
-        [
-            {k: run[k] for k in ("continuation_rel_l2", "equations", "noise", "symbol_input")}
-            for run in runs
-        ]
-    )
+    keys = ("continuation_rel_l2", "equations", "noise", "symbol_input", "two_to_one")
+    mean = mean_over_seeds([{k: run[k] for k in keys if k in run} for run in runs])
     report = {
         "mode": mode,
         "machine": machine(
@@ -488,6 +520,13 @@ def main() -> None:
         f"{nominal_eq['rhs_rel_l2_median']:.4f}, solve median "
         f"{nominal_eq['solve_rel_l2_median']:.4f}"
     )
+    if args.two_to_one:
+        row = mean["two_to_one"]
+        print(
+            "2-to-1 (skeleton in, no equation out): rel-L2 "
+            f"{row['continuation_rel_l2']['mean']:.4f}, / data-only {row['ratio_data_only']:.3f}, "
+            f"/ PROSE {row['ratio_prose']:.3f}"
+        )
     for entry in report["goals"]:
         print(f"goal {entry['name']}: {entry['value']:.4f} {entry['goal']} met={entry['met']}")
     print(f"total {report['timings_s']['total']:.0f} s")

@@ -101,6 +101,40 @@ def test_shapes_for_variable_state_dimension(mixed_data):
     assert data_only(batch["t_in"], batch["u_in"], batch["t_out"])[0].shape == (6, 48 - 16, 3)
 
 
+def test_two_to_one_variant_reads_the_skeleton_but_predicts_only_the_data(mixed_data):
+    batch = next(iter(mixed_data.test_dataloader()))
+    torch.manual_seed(0)
+    model = PROSE(max_dim=3, sizes=TINY, symbol_output=False).eval()
+    assert not hasattr(model, "symbol_decoder") and hasattr(model, "symbol_encoder")
+    args = batch["t_in"], batch["u_in"], batch["t_out"]
+    u_hat, logits = model(*args, batch["symbols"], batch["target"])
+    assert logits is None
+    # the continuation depends on the symbol input
+    other = batch["skeletons"][:, 1]
+    assert not torch.equal(other, batch["symbols"])
+    assert not torch.allclose(model(*args, other)[0], u_hat)
+    loss, terms = model.compute_loss(batch, "test")
+    assert set(terms) == {
+        "data_loss",
+        "rel_l2",
+        "rel_l2_noisy",
+        "last_value_rel_l2",
+        "rel_l2_corrupted",
+    }
+    torch.testing.assert_close(loss, model.hparams.data_loss_weight * terms["data_loss"])
+    # without the symbol input the flag changes nothing: still the data-only model
+    data_only = PROSE(max_dim=3, sizes=TINY, multimodal=False, symbol_output=False)
+    assert (
+        data_only.parameter_count()
+        == PROSE(max_dim=3, sizes=TINY, multimodal=False).parameter_count()
+    )
+    assert (
+        data_only.parameter_count()
+        < model.parameter_count()
+        < PROSE(max_dim=3, sizes=TINY).parameter_count()
+    )
+
+
 def test_data_module_targets_are_the_exact_equations_of_the_trajectories(mixed_data):
     test = mixed_data.splits["test"].tensors
     vocab = mixed_data.vocabulary

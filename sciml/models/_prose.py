@@ -77,6 +77,9 @@ class PROSE(Task):
 
     With ``multimodal=False`` (the data-only ablation, PROSE's ``--no_text``) the symbol branch is
     absent: the fusion layers then act on the data tokens alone and the loss is the data term.
+    With ``symbol_output=False`` (PROSE's "2-to-1" ablation, ``--data_only``) the skeleton is
+    still read and fused, but there is no symbol decoder: the loss is the data term, so the
+    continuation gets the symbol input without sharing the encoders with the equation output.
 
     Logged in val/test: ``rel_l2`` (clean continuation), ``rel_l2_noisy``, ``last_value_rel_l2``
     (hold-the-last-observation baseline), and with the symbol branch ``token_accuracy``,
@@ -90,6 +93,8 @@ class PROSE(Task):
         symbol_length: token length of the symbol sequences.
         sizes: block sizes.
         multimodal: ``False`` gives the data-only variant.
+        symbol_output: ``False`` drops the symbol decoder (2-to-1: both inputs, continuation
+            only); without ``multimodal`` there is no symbol output either way.
         data_loss_weight: $w$.
         train_queries: query times per training step (``None``: all).
         warmup_steps: linear learning-rate warm-up before the optimizer's schedule.
@@ -107,6 +112,7 @@ class PROSE(Task):
         symbol_length: int = 64,
         sizes: ProseSizes = ProseSizes(),
         multimodal: bool = True,
+        symbol_output: bool = True,
         data_loss_weight: float = 6.0,
         train_queries: int | None = 32,
         warmup_steps: int = 100,
@@ -132,6 +138,9 @@ class PROSE(Task):
             vocab = len(self.vocabulary)
             self.symbol_embedding = SymbolEmbedding(vocab, w, symbol_length)
             self.symbol_encoder = TransformerEncoder(w, h, sizes.symbol_encoder, f)
+        #: the symbol output exists only with the symbol input (the encoders feed it)
+        self.decodes_symbols = multimodal and symbol_output
+        if self.decodes_symbols:
             self.symbol_decoder = SymbolDecoder(vocab, w, h, sizes.symbol_decoder, f, symbol_length)
         self._score_rng = np.random.default_rng(0)
 
@@ -172,7 +181,7 @@ class PROSE(Task):
         data, text, mask = self.encode(t_in, u_in, symbols)
         u_hat = self.operator_decoder(t_query, data)
         logits = None
-        if text is not None and target is not None:
+        if self.decodes_symbols and target is not None:
             logits = self.symbol_decoder(target[:, :-1], text, mask)
         return u_hat, logits
 
@@ -185,7 +194,7 @@ class PROSE(Task):
         symbols = batch[symbols_key] if self.hparams.multimodal else None
         data, text, mask = self.encode(batch["t_in"], batch["u_in"], symbols)
         u_hat = self.operator_decoder(batch["t_out"], data)
-        if text is None:
+        if not self.decodes_symbols:
             return u_hat, None
         vocab = self.vocabulary
         ids = self.symbol_decoder.greedy(
@@ -212,7 +221,7 @@ class PROSE(Task):
         if stage == "train" and queries is not None and queries < t_out.shape[1]:
             index = torch.randperm(t_out.shape[1], device=t_out.device)[:queries]
             t_out, u_noisy = t_out[:, index], u_noisy[:, index]
-        target = batch["target"] if self.hparams.multimodal else None
+        target = batch["target"] if self.decodes_symbols else None
         u_hat, logits = self(batch["t_in"], batch["u_in"], t_out, batch.get("symbols"), target)
         weights = mask[:, None, :]
         data_loss = (
@@ -246,14 +255,16 @@ class PROSE(Task):
             "rel_l2_noisy": continuation_rel_l2(u_hat, batch["u_out_noisy"], mask).mean(),
             "last_value_rel_l2": continuation_rel_l2(last, batch["u_out"], mask).mean(),
         }
-        decode = stage == "test" or self.hparams.decode_in_val
-        if not (self.hparams.multimodal and decode):
-            return terms
-        variants = [("symbols", "")] + ([("symbols_corrupted", "_corrupted")] * (stage == "test"))
+        decode = self.decodes_symbols and (stage == "test" or self.hparams.decode_in_val)
+        variants = [("symbols", "")] if decode else []
+        if self.hparams.multimodal and stage == "test":
+            variants.append(("symbols_corrupted", "_corrupted"))
         for key, suffix in variants:
             u_pred, tokens = self.predict_batch(batch, key)
             if suffix:
                 terms["rel_l2" + suffix] = continuation_rel_l2(u_pred, batch["u_out"], mask).mean()
+            if tokens is None:
+                continue
             scores = self.score(batch, tokens, solve=stage == "test" and not suffix)
             for name, value in scores.items():
                 if math.isfinite(value):
