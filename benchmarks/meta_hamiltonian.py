@@ -9,7 +9,9 @@ initialisation (plus fresh random ones: "scratch") is adapted with the same plai
 task's support set (K points) for k = 0, 1, 5, 10 steps; we report the median over tasks of the
 query derivative MSE (plain, and relative to the targets' mean square) and, after 10 steps, of
 the rollouts' relative trajectory error and mean relative true-energy error, with RK4 and with
-the symplectic implicit midpoint rule. One process, fixed seeds, one thread.
+the symplectic implicit midpoint rule, and the linear CKA between each hidden layer's
+representation of the query states before and after the 10 steps (Song & Jeong's analysis: how
+much adaptation rewrites the features). One process, fixed seeds, one thread.
 
 Test-time step size, the same rule for every arm, never looking at the held-out type: each arm
 adapts with ``scale x base`` where ``base`` is ``--inner-lr`` (the learned per-parameter rates for
@@ -200,6 +202,7 @@ def evaluate(
                     steps=STEPS,
                     lr_scale=scale,
                     rollout_steps=[STEPS[-1]] if rollouts else [],
+                    representation_steps=[STEPS[-1]] if rollouts else [],
                     system=data.systems[int(task["system"])],
                     extra_rollout_methods=["implicit_midpoint"],
                 )
@@ -311,7 +314,13 @@ def run_held_out(held_out: str, args: argparse.Namespace) -> dict:
         for arm, ms in models.items()
     }
     summary = {
-        arm: {k: worst_case_median([m[k] for m in per_task]) for k in per_task[0]}
+        arm: {
+            # CKA is a similarity, undefined (NaN) after a diverged adaptation: left out
+            k: float(np.nanmedian([m[k] for m in per_task]))
+            if k.startswith("cka_")
+            else worst_case_median([m[k] for m in per_task])
+            for k in per_task[0]
+        }
         for arm, per_task in arms.items()
     }
     nonfinite = {
@@ -396,6 +405,9 @@ def main() -> None:
                 )
             )
             print(f"{arm:<12}{result['lr_scale'][arm]:<8}{row}{rollouts}")
+        for arm, values in med.items():
+            cka = ", ".join(f"{k[4:-4]} {v:.3f}" for k, v in values.items() if k.startswith("cka_"))
+            print(f"{arm:<12}CKA(before, after 10 steps) per hidden layer: {cka}")
         oracle = result["oracle_median_trained_on_held_out_type"]
         print(
             "oracle      1.0     " + "".join(f"  {oracle[f'deriv_mse_k{s}']:<10.4g}" for s in STEPS)
@@ -428,7 +440,9 @@ def main() -> None:
                 "median over held-out tasks, a diverged adaptation counted as the worst task "
                 "(inf); deriv_rel_mse = query MSE / mean square of the "
                 "query targets; rollouts from the start of a held-out trajectory with RK4 "
-                "(traj_rel_err, energy_err) and the implicit midpoint rule (*_implicit_midpoint)"
+                "(traj_rel_err, energy_err) and the implicit midpoint rule (*_implicit_midpoint); "
+                "cka_{layer}_k10: linear CKA of a hidden layer's features on the query states "
+                "before vs after 10 adaptation steps (median over tasks, diverged ones left out)"
             ),
         },
         "machine": machine(device=args.device),

@@ -8,6 +8,7 @@ from torch import nn
 
 from sciml.cli import main
 from sciml.data import HamiltonianMetaDataModule
+from sciml.metrics import linear_cka
 from sciml.models import (
     MetaHamiltonian,
     NonFiniteLossError,
@@ -241,6 +242,8 @@ def test_modes_train_as_documented_and_test_logs_adapted_errors_per_k():
         for k in (0, 1, 5, 10):
             for name in ("deriv_mse", "traj_rel_err", "energy_drift", "energy_err"):
                 assert math.isfinite(metrics[f"test/{name}_k{k}"]), (mode, name, k)
+        # representation similarity to the unadapted network (one-body systems: node layers)
+        assert 0.0 < metrics["test/cka_node1_k10"] <= 1.0 and "test/cka_edge1_k10" not in metrics
     meta = results["maml"]
     # Adapting on the support set lowers the held-out query error, and meta-training beats
     # the untouched random initialisation.
@@ -498,3 +501,53 @@ def test_implicit_midpoint_rollout_conserves_a_quadratic_energy_exactly():
         energy = model.energy({}, model.rollout({}, x0, mask, t, method), mask)
         drift[method] = float((energy - energy[0]).abs().max())
     assert drift["implicit_midpoint"] < 1e-11 < 1e-5 < drift["rk4"]
+
+
+def test_hidden_features_cover_real_nodes_and_edges_and_cka_tracks_adaptation():
+    torch.manual_seed(0)
+    model = MetaHamiltonian(node_dim=4, hidden_dims=(6, 5), message_dim=3).double()
+    params = model.params()
+    x, _, mask = _task(7, seed=12, n_nodes=3)
+    mask[2] = 0  # a padded third particle: 2 real nodes, 2 real (ordered) edges per state
+    features = model.hidden_features(params, x, mask)
+    assert {k: tuple(v.shape) for k, v in features.items()} == {
+        "edge1": (14, 6),
+        "edge2": (14, 5),
+        "node1": (14, 6),
+        "node2": (14, 5),
+    }
+    # the rows are the activations of the real nodes: recompute node1 by hand for state 0
+    network = model.network
+    q = x[0, :2, :2]
+    offset = q[:, None] - q[None, :]
+    distance = torch.sqrt((offset**2).sum(-1, keepdim=True) + 1e-6)
+    edges = torch.cat([x[0, :2, None].expand(2, 2, 4), x[0, None, :2].expand(2, 2, 4)], -1)
+    messages = network.edge_mlp(torch.cat([edges, offset, distance], -1))
+    aggregated = messages.sum(1) - messages.diagonal().T  # leave out i == j
+    node1 = network.node_mlp[1](network.node_mlp[0](torch.cat([x[0, :2], aggregated], -1)))
+    torch.testing.assert_close(features["node1"][:2], node1)
+    # one-body systems have no edges, so no edge layers
+    one_body = model.hidden_features(params, x[:, :1], mask[:1])
+    assert set(one_body) == {"node1", "node2"}
+
+    task = {
+        "support_x": x,
+        "support_dx": torch.randn_like(x),
+        "query_x": x.flip(0),
+        "query_dx": torch.randn_like(x),
+        "mask": mask,
+    }
+    metrics = model.adapt_and_evaluate(task, steps=(0, 1, 10), lr=0.2, representation_steps=(0, 10))
+    adapted = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+    for _ in range(10):
+        adapted = maml_inner_step(
+            model.network, adapted, x, task["support_dx"], mask, lr=0.2, differentiable=False
+        )
+    after = model.hidden_features(adapted, task["query_x"], mask)
+    before = model.hidden_features(params, task["query_x"], mask)
+    for layer in features:
+        assert metrics[f"cka_{layer}_k0"] == pytest.approx(1.0, abs=1e-12)
+        expected = linear_cka(before[layer], after[layer])
+        assert metrics[f"cka_{layer}_k10"] == pytest.approx(expected, rel=1e-9)
+        assert expected < 1.0
+    assert "cka_node1_k1" not in metrics

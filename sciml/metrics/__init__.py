@@ -1,4 +1,4 @@
-"""Metrics: relative L2 error, Wasserstein and energy distances, sampling floors."""
+"""Metrics: relative L2 error, Wasserstein and energy distances, sampling floors, CKA."""
 
 from ._distributions import (
     energy_distance,
@@ -8,6 +8,7 @@ from ._distributions import (
 )
 from ._fields import relative_l2_centered
 from ._metrics import relative_l2, wasserstein
+from ._representations import linear_cka
 from ._symbolic import (
     EquationScores,
     continuation_rel_l2,
@@ -33,6 +34,7 @@ __all__ = [
     "discriminative_score",
     "embed_sequences",
     "energy_distance",
+    "linear_cka",
     "plot_embedding",
     "predictive_score",
     "relative_frobenius_error",

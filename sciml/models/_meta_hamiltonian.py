@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from ..metrics import linear_cka
 from ..nn import HamiltonianGraphNetwork, symplectic_gradient
 from ..solvers import ImplicitSolveError, implicit_midpoint, rk4
 from ._base import OptimizerConfig, Task
@@ -298,6 +299,40 @@ class MetaHamiltonian(Task):
         """$H_\\theta(x)$ for states ``(..., N, F)`` with the given parameters."""
         return functional_call(self.network, dict(params), (x, mask.amax(-1)))
 
+    @torch.no_grad()
+    def hidden_features(
+        self, params: Mapping[str, torch.Tensor], x: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Hidden activations of the energy network run with ``params`` on states ``x (K, N, F)``.
+
+        Returns ``{"edge1": (K E, width), ..., "node1": (K N_real, width), ...}``: one row per
+        real node (or real edge $i \neq j$) and state, the representation CKA compares. Edge
+        layers are left out for one-body systems (no edges).
+        """
+        network = self.network
+        node_mask = mask.amax(-1) > 0
+        n = len(node_mask)
+        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=node_mask.device)
+        edge_mask = node_mask[:, None] & node_mask[None, :] & off_diagonal
+        captured: dict[str, torch.Tensor] = {}
+        handles = [
+            network.get_submodule(module).register_forward_hook(
+                lambda _m, _i, out, key=key: captured.__setitem__(key, out)
+            )
+            for key, module in network.hidden_layer_names().items()
+        ]
+        try:
+            functional_call(network, dict(params), (x, mask.amax(-1)))
+        finally:
+            for handle in handles:
+                handle.remove()
+        features = {}
+        for key, out in captured.items():
+            rows = out[:, edge_mask] if key.startswith("edge") else out[:, node_mask]
+            if rows.numel():
+                features[key] = rows.reshape(-1, out.shape[-1])
+        return features
+
     # -- training -------------------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -441,6 +476,7 @@ class MetaHamiltonian(Task):
         rollout_steps: Sequence[int] = (),
         system: Any = None,
         extra_rollout_methods: Sequence[str] = (),
+        representation_steps: Sequence[int] = (),
     ) -> dict[str, float]:
         """Adapt to one task from the current weights and measure, after each ``k`` in ``steps``.
 
@@ -456,12 +492,17 @@ class MetaHamiltonian(Task):
             system: a :class:`~sciml.data.HamiltonianSystem` of the task, for the true energy.
             extra_rollout_methods: integrators rolled out besides ``rollout_method``; their
                 metrics are named ``{name}_{method}_k{k}``.
+            representation_steps: the ``k`` (among ``steps``) after which each hidden layer's
+                representation of the query states is compared with the unadapted one
+                (:meth:`hidden_features`, :func:`~sciml.metrics.linear_cka`): 1 means the
+                adaptation left the layer's features unchanged up to rotation and scale.
 
         Returns:
             A dict with ``deriv_mse_k{k}`` (and ``deriv_rel_mse_k{k}``, divided by the query
             targets' mean square) for each ``k`` in ``steps``; for each ``k`` in
             ``rollout_steps`` also ``traj_rel_err_k{k}`` and ``energy_drift_k{k}``, and with
-            ``system`` ``energy_err_k{k}``.
+            ``system`` ``energy_err_k{k}``; for each ``k`` in ``representation_steps``
+            ``cka_{layer}_k{k}`` (layers as in :meth:`hidden_features`).
         """
         hp = self.hparams
         steps = sorted(set(hp.eval_steps if steps is None else steps))
@@ -475,6 +516,7 @@ class MetaHamiltonian(Task):
         params = {n: p.detach().clone().requires_grad_(True) for n, p in self.params().items()}
         metrics: dict[str, float] = {}
         target_mean_square = float((qdx**2 * mask).sum() / (qdx.shape[0] * mask.sum()))
+        initial_features = self.hidden_features(params, qx, mask) if representation_steps else {}
         done = 0
         for k in steps:
             for _ in range(k - done):
@@ -495,6 +537,9 @@ class MetaHamiltonian(Task):
             )
             metrics[f"deriv_mse_k{k}"] = float(mse.detach())
             metrics[f"deriv_rel_mse_k{k}"] = metrics[f"deriv_mse_k{k}"] / target_mean_square
+            if k in representation_steps:
+                for layer, features in self.hidden_features(params, qx, mask).items():
+                    metrics[f"cka_{layer}_k{k}"] = _cka_or_nan(initial_features[layer], features)
             if k in rollout_steps:
                 for method in (hp.rollout_method, *extra_rollout_methods):
                     suffix = "" if method == hp.rollout_method else f"_{method}"
@@ -562,11 +607,27 @@ class MetaHamiltonian(Task):
             system = systems[int(task["system"])] if systems is not None and rollouts else None
             per_task.append(
                 self.adapt_and_evaluate(
-                    task, rollout_steps=self.hparams.eval_steps if rollouts else (), system=system
+                    task,
+                    rollout_steps=self.hparams.eval_steps if rollouts else (),
+                    representation_steps=[k for k in self.hparams.eval_steps if k > 0 and rollouts],
+                    system=system,
                 )
             )
+        # Tasks of one-body systems have no edge layers, so not every task has every CKA key.
+        names = dict.fromkeys(name for m in per_task for name in m)
         terms = {
-            name: torch.tensor(float(np.mean([m[name] for m in per_task]))) for name in per_task[0]
+            name: torch.tensor(float(np.nanmean([m[name] for m in per_task if name in m])))
+            for name in names
         }
         loss = terms[f"deriv_mse_k{max(self.hparams.eval_steps)}"]
         return loss, terms
+
+
+def _cka_or_nan(x: torch.Tensor, y: torch.Tensor) -> float:
+    """CKA, or NaN where it is undefined (a diverged adaptation, a dead layer)."""
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        return float("nan")
+    try:
+        return linear_cka(x, y)
+    except ValueError:
+        return float("nan")

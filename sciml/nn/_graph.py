@@ -68,6 +68,17 @@ class HamiltonianGraphNetwork(nn.Module):
         index = max(i for i, layer in enumerate(self.node_mlp) if isinstance(layer, nn.Linear))
         return [f"node_mlp.{index}.{name}" for name, _ in self.node_mlp[index].named_parameters()]
 
+    def hidden_layer_names(self) -> dict[str, str]:
+        """Hidden activation modules by short name: ``{"edge1": "edge_mlp.1", ..., "node1":
+        "node_mlp.1", ...}``; their outputs are ``(..., N, N, width)`` (edges, including the
+        diagonal and padded pairs) and ``(..., N, width)`` (nodes)."""
+        names = {}
+        for prefix, mlp in (("edge", self.edge_mlp), ("node", self.node_mlp)):
+            hidden = [i for i, layer in enumerate(mlp) if not isinstance(layer, nn.Linear)][:-1]
+            for depth, index in enumerate(hidden, start=1):
+                names[f"{prefix}{depth}"] = f"{prefix}_mlp.{index}"
+        return names
+
     def forward(self, x: torch.Tensor, node_mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[-1] != self.node_dim:
             raise ValueError(f"expected {self.node_dim} features per node, got {x.shape[-1]}")
