@@ -303,7 +303,7 @@ class MetaHamiltonian(Task):
     def hidden_features(
         self, params: Mapping[str, torch.Tensor], x: torch.Tensor, mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """Hidden activations of the energy network run with ``params`` on states ``x (K, N, F)``.
+        r"""Hidden activations of the energy network run with ``params`` on states ``x (K, N, F)``.
 
         Returns ``{"edge1": (K E, width), ..., "node1": (K N_real, width), ...}``: one row per
         real node (or real edge $i \neq j$) and state, the representation CKA compares. Edge
@@ -616,11 +616,21 @@ class MetaHamiltonian(Task):
         # Tasks of one-body systems have no edge layers, so not every task has every CKA key.
         names = dict.fromkeys(name for m in per_task for name in m)
         terms = {
-            name: torch.tensor(float(np.nanmean([m[name] for m in per_task if name in m])))
+            name: torch.tensor(_task_mean([m[name] for m in per_task if name in m], name))
             for name in names
         }
         loss = terms[f"deriv_mse_k{max(self.hparams.eval_steps)}"]
         return loss, terms
+
+
+def _task_mean(values: list[float], name: str) -> float:
+    """Mean over tasks; a diverged task makes an error NaN/inf (as it should), while CKA, a
+    similarity undefined after divergence, is averaged over the tasks where it is defined."""
+    if name.startswith("cka_"):
+        values = [v for v in values if math.isfinite(v)]
+        if not values:
+            return float("nan")
+    return float(np.mean(values))
 
 
 def _cka_or_nan(x: torch.Tensor, y: torch.Tensor) -> float:
