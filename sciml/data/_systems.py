@@ -235,6 +235,18 @@ register_system(
     description="relaxation oscillator with a limit cycle",
 )
 register_system(
+    "van_der_pol_mu03",
+    state=["x", "y"],
+    rhs=["y", "mu*(1 - x**2)*y - x"],
+    parameters={"mu": 0.3},
+    y0_low=[-2.0, -2.0],
+    y0_high=[2.0, 2.0],
+    t_span=(0.0, 10.0),
+    # Over t < 2 its orbit is nearly the damped oscillator's circle (one slowly growing, the
+    # other slowly decaying) while the skeletons differ: PROSE's "confusable pair".
+    description="Van der Pol oscillator with weak nonlinearity (mu = 0.3)",
+)
+register_system(
     "spiral",
     state=["x", "y"],
     rhs=["a11*x**3 + a21*y**3", "a12*x**3 + a22*y**3"],
