@@ -310,10 +310,9 @@ class MetaHamiltonian(Task):
         layers are left out for one-body systems (no edges).
         """
         network = self.network
-        node_mask = mask.amax(-1) > 0
-        n = len(node_mask)
-        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=node_mask.device)
-        edge_mask = node_mask[:, None] & node_mask[None, :] & off_diagonal
+        node_weights = mask.amax(-1)
+        node_mask = node_weights > 0
+        edge_mask = network.edge_weights(node_weights) > 0
         captured: dict[str, torch.Tensor] = {}
         handles = [
             network.get_submodule(module).register_forward_hook(
@@ -322,7 +321,7 @@ class MetaHamiltonian(Task):
             for key, module in network.hidden_layer_names().items()
         ]
         try:
-            functional_call(network, dict(params), (x, mask.amax(-1)))
+            self.energy(params, x, mask)
         finally:
             for handle in handles:
                 handle.remove()

@@ -79,6 +79,14 @@ class HamiltonianGraphNetwork(nn.Module):
                 names[f"{prefix}{depth}"] = f"{prefix}_mlp.{index}"
         return names
 
+    @staticmethod
+    def edge_weights(node_mask: torch.Tensor) -> torch.Tensor:
+        """The graph's edges: 1 for each ordered pair $i \\neq j$ of real nodes, else 0;
+        ``(..., N) -> (..., N, N)``."""
+        n = node_mask.shape[-1]
+        off_diagonal = 1.0 - torch.eye(n, dtype=node_mask.dtype, device=node_mask.device)
+        return node_mask.unsqueeze(-1) * node_mask.unsqueeze(-2) * off_diagonal
+
     def forward(self, x: torch.Tensor, node_mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[-1] != self.node_dim:
             raise ValueError(f"expected {self.node_dim} features per node, got {x.shape[-1]}")
@@ -94,8 +102,7 @@ class HamiltonianGraphNetwork(nn.Module):
         offset = q.unsqueeze(-2) - q.unsqueeze(-3)  # (..., N, N, D): q_i - q_j
         distance = torch.sqrt((offset**2).sum(-1, keepdim=True) + 1e-6)
         messages = self.edge_mlp(torch.cat([receiver, sender, offset, distance], dim=-1))
-        off_diagonal = 1.0 - torch.eye(n, dtype=x.dtype, device=x.device)
-        edge_mask = mask.unsqueeze(-1) * mask.unsqueeze(-2) * off_diagonal  # (..., N, N)
+        edge_mask = self.edge_weights(mask)  # (..., N, N)
         aggregated = (messages * edge_mask.unsqueeze(-1)).sum(-2)  # sum over senders j
         node_energy = self.node_mlp(torch.cat([x, aggregated], dim=-1)).squeeze(-1)
         return (node_energy * mask).sum(-1)
