@@ -2,6 +2,7 @@
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from sciml.data import TensorDictDataset
@@ -19,6 +20,19 @@ class _FixedData(pl.LightningDataModule):
         return DataLoader(
             TensorDictDataset(self.tensors), batch_size=self.batch_size, shuffle=False
         )
+
+
+class _DestroyProcessGroup(pl.Callback):
+    """Ends the gloo process group inside each spawned worker.
+
+    Lightning destroys only NCCL groups at exit; a gloo group left to interpreter shutdown can
+    abort a worker ("terminate called without an active exception", SIGABRT) after training has
+    finished, which made this test flaky on the 2-core CI machine.
+    """
+
+    def teardown(self, trainer, pl_module, stage):
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _data():
@@ -47,6 +61,7 @@ def _fit(model, batch_size, order=None, **trainer_kwargs):
         enable_progress_bar=False,
         enable_model_summary=False,
         inference_mode=False,
+        callbacks=[_DestroyProcessGroup()],
         **trainer_kwargs,
     )
     trainer.fit(model, _FixedData(_data(), batch_size, order))

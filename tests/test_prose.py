@@ -275,3 +275,38 @@ def test_prose_learns_the_equation_of_a_small_training_set():
     assert metrics["test/rel_l2"] < metrics["test/last_value_rel_l2"]
     if metrics["test/valid_fraction"] > 0:
         assert {"test/rhs_rel_l2", "test/solve_failures"} <= set(metrics)
+
+
+def _training_symbols(data):
+    return torch.cat([batch["symbols"] for batch in data.train_dataloader()])
+
+
+def test_training_corruptions_restart_with_every_training_loader():
+    data = ODEOperatorDataModule(
+        ["exponential_decay", "lotka_volterra"],
+        n_train=60,
+        n_val=2,
+        n_test=2,
+        batch_size=12,
+        add_term_prob=0.3,
+        delete_term_prob=0.3,
+        seed=4,
+    )
+    data.setup()
+    train = data.splits["train"]
+    first = _training_symbols(data)
+    # a fit that consumed the stream before must not change the next fit's corruptions
+    for index in range(len(train)):
+        train[index]
+    assert torch.equal(_training_symbols(data), first)
+    # every drawn symbol input is one of the sample's three skeletons, and all three occur
+    order = list(data.train_dataloader().sampler)
+    skeletons = train.tensors["skeletons"][order]
+    mode = (skeletons == first[:, None]).all(-1).float().argmax(-1)
+    assert (skeletons[torch.arange(len(order)), mode] == first).all()
+    assert set(mode.tolist()) == {0, 1, 2}
+    # worker processes draw from streams of their own, each restarted per loader
+    data.num_workers = 2
+    with_workers = _training_symbols(data)
+    assert torch.equal(_training_symbols(data), with_workers)
+    assert not torch.equal(with_workers, first)

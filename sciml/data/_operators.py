@@ -24,6 +24,7 @@ import numpy as np
 import sympy
 import torch
 from scipy.integrate import solve_ivp
+from torch.utils.data import DataLoader
 
 from ..symbolic import (
     PrefixVocabulary,
@@ -216,16 +217,32 @@ _blow_up.terminal = True
 
 class _CorruptedSymbols(TensorDictDataset):
     """Training set whose symbol input is drawn on the fly: the clean skeleton, or the skeleton
-    with one added or one deleted term, with probabilities ``(1 - a - d, a, d)``."""
+    with one added or one deleted term, with probabilities ``(1 - a - d, a, d)``.
+
+    Each loader process (the main one, or worker ``w``) draws from its own stream, seeded by
+    ``seed`` (and ``w``); :meth:`restart` rewinds the streams. The data module restarts them for
+    every training loader, so a fit sees the same corruptions whatever was fitted before it.
+    """
 
     def __init__(self, tensors, probabilities: Sequence[float], seed: int) -> None:
         super().__init__(tensors)
         self.probabilities = torch.tensor(probabilities)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.restart()
+
+    def restart(self) -> None:
+        self._generators: dict[int, torch.Generator] = {}
+
+    def _generator(self) -> torch.Generator:
+        worker = torch.utils.data.get_worker_info()
+        stream = 0 if worker is None else worker.id + 1
+        if stream not in self._generators:
+            self._generators[stream] = torch.Generator().manual_seed(self.seed + 1_000_003 * stream)
+        return self._generators[stream]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = super().__getitem__(index)
-        mode = torch.multinomial(self.probabilities, 1, generator=self.generator)
+        mode = torch.multinomial(self.probabilities, 1, generator=self._generator())
         item["symbols"] = item["skeletons"][int(mode)]
         return item
 
@@ -463,3 +480,8 @@ class ODEOperatorDataModule(ProblemDataModule):
             "val": TensorDictDataset(parts["val"]),
             "test": TensorDictDataset(parts["test"]),
         }
+
+    def train_dataloader(self) -> DataLoader:
+        loader = super().train_dataloader()
+        loader.dataset.restart()
+        return loader
