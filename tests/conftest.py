@@ -10,6 +10,19 @@ PROBLEMS = ROOT / "problems"
 SHARED = ROOT.parent / "shared"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--accelerator",
+        default="cpu",
+        help="Lightning accelerator for the problem smoke runs (gpu on a machine that has one)",
+    )
+
+
+@pytest.fixture
+def accelerator(request):
+    return request.config.getoption("--accelerator")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

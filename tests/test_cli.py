@@ -42,13 +42,20 @@ def test_problems_exist():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_every_problem_passes_fast_dev_run(config, in_tmp_dir):
+def test_every_problem_passes_fast_dev_run(config, in_tmp_dir, accelerator):
+    """One training and validation batch of every problem. ``pytest --accelerator gpu`` runs them
+    on a GPU and adds one test batch (on the CPU each family's test step has its own tests, at
+    sizes that keep this suite short)."""
     if "../shared/" in config.read_text() and not SHARED.exists():
         pytest.skip(f"{config.name} reads benchmark data from ../shared, which is absent here")
-    cli = main(["fit", "-c", str(config), "--trainer.fast_dev_run=true", *_small(config)])
+    on = f"--trainer.accelerator={accelerator}"
+    cli = main(["fit", "-c", str(config), "--trainer.fast_dev_run=true", on, *_small(config)])
     metrics = cli.trainer.callback_metrics
     assert math.isfinite(float(metrics["train/loss"]))
     assert math.isfinite(float(metrics["val/loss"]))
+    if accelerator != "cpu":
+        tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+        assert tested and all(math.isfinite(value) for value in tested.values()), tested
 
 
 def test_fit_then_test_from_saved_config_and_checkpoint(in_tmp_dir):

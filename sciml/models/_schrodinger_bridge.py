@@ -221,15 +221,16 @@ class SchrodingerBridge(Task):
         interval shares one step for the ``logm`` refit; IPF back-end: ``N`` uniform steps.
         """
         n = self._n_steps(gap)
+        device = self._snapshots[0].device
         if self.backend == "ipf":
-            return torch.linspace(0.0, gap, n + 1, dtype=torch.float64)
-        full = self.config.step * torch.arange(n, dtype=torch.float64)
-        return torch.cat([full, torch.tensor([gap], dtype=torch.float64)])
+            return torch.linspace(0.0, gap, n + 1, dtype=torch.float64, device=device)
+        full = self.config.step * torch.arange(n, dtype=torch.float64, device=device)
+        return torch.cat([full, full.new_tensor([gap])])
 
     def _linear_reference(self, version: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        d = self._snapshots[0].shape[1]
+        snapshot = self._snapshots[0]
         if version == 0:
-            return torch.zeros(d, d, dtype=torch.float64), None
+            return snapshot.new_zeros(snapshot.shape[1], snapshot.shape[1]), None
         return self.drift.A.detach().double(), self.drift.c.detach().double()
 
     def _reference_drift(self, version: int):
@@ -364,14 +365,12 @@ class SchrodingerBridge(Task):
             x, target = x[full], after[full]
         else:
             target = (after - x) / durations[:, None]
-        design = (
-            torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1) if self.drift.intercept else x
-        )
+        design = torch.cat([x, x.new_ones(len(x), 1)], 1) if self.drift.intercept else x
         coef = torch.linalg.lstsq(design, target).solution  # (d [+1], d)
         slope = coef[:d].T
-        offset = coef[d] if self.drift.intercept else torch.zeros(d, dtype=coef.dtype)
+        offset = coef[d] if self.drift.intercept else coef.new_zeros(d)
         if self.refit == "logm":
-            A = torch.from_numpy(np.real(scipy.linalg.logm(slope.numpy()))) / h
+            A = slope.new_tensor(np.real(scipy.linalg.logm(slope.cpu().numpy()))) / h
             c = torch.linalg.solve(_integrated_flow(A, h), offset)
         else:
             A, c = slope, offset
@@ -578,8 +577,8 @@ def _make_family(family: str, dim: int) -> DriftFamily:
 def _integrated_flow(A: torch.Tensor, h: float) -> torch.Tensor:
     r"""$\int_0^h e^{sA} ds$, the top-right block of $\exp([[A, I], [0, 0]] h)$."""
     d = A.shape[0]
-    block = torch.zeros(2 * d, 2 * d, dtype=torch.float64)
-    block[:d, :d], block[:d, d:] = A, torch.eye(d, dtype=torch.float64)
+    block = A.new_zeros(2 * d, 2 * d)
+    block[:d, :d], block[:d, d:] = A, torch.eye(d, dtype=A.dtype, device=A.device)
     return torch.linalg.matrix_exp(block * h)[:d, d:]
 
 

@@ -141,15 +141,15 @@ def ipf_bridge(
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     dim = x0.shape[1]
-    times = torch.linspace(0.0, gap, n_steps + 1, dtype=torch.float64)
+    times = torch.linspace(0.0, gap, n_steps + 1, dtype=torch.float64, device=x0.device)
     h = gap / n_steps
     x0, x1 = x0.double(), x1.double()
     if warm_start is not None:
         forward_net = copy.deepcopy(warm_start.forward_drift)
         backward_net = copy.deepcopy(warm_start.backward_drift)
     else:
-        forward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=1.0)
-        backward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=-1.0)
+        forward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=1.0).to(x0.device)
+        backward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=-1.0).to(x0.device)
     bridge = IPFBridge(forward_net, backward_net, x0[:, None], x1[:, None], times)
     # IPF starts from the reference process itself, never from a warm-started drift: the first
     # path measure defines the reference of the bridge (starting from an old bridge's drift

@@ -40,16 +40,19 @@ __all__ = [
 _KERNEL_DOMAIN_LIMIT = 500.0
 
 
-def diffusion_matrix(sigma: float | torch.Tensor, dim: int) -> torch.Tensor:
+def diffusion_matrix(
+    sigma: float | torch.Tensor, dim: int, *, device: torch.device | str | None = None
+) -> torch.Tensor:
     r"""$S = \sigma\sigma^\top$ as a ``(d, d)`` float64 matrix.
 
     Args:
         sigma: a scalar (isotropic), a ``(d,)`` vector (diagonal) or a ``(d, d)`` matrix.
         dim: state dimension ``d``.
+        device: where ``S`` lives (default: ``sigma``'s device, the CPU for a number).
     """
-    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    sigma = torch.as_tensor(sigma, dtype=torch.float64, device=device)
     if sigma.ndim == 0:
-        return sigma**2 * torch.eye(dim, dtype=torch.float64)
+        return sigma**2 * torch.eye(dim, dtype=torch.float64, device=sigma.device)
     if sigma.shape == (dim,):
         return torch.diag(sigma**2)
     if sigma.shape == (dim, dim):
@@ -99,11 +102,11 @@ def linear_transition(
     d = A.shape[-1]
     if A.shape != (d, d):
         raise ValueError(f"A must be square, got shape {tuple(A.shape)}")
-    t = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
+    t = torch.as_tensor(times, dtype=torch.float64, device=A.device).reshape(-1)
     if (t < 0).any():
         raise ValueError(f"times must be >= 0, got {t.tolist()}")
-    S = diffusion_matrix(sigma, d)
-    block = torch.zeros(2 * d, 2 * d, dtype=torch.float64)
+    S = diffusion_matrix(sigma, d, device=A.device)
+    block = A.new_zeros(2 * d, 2 * d)
     block[:d, :d] = -A
     block[:d, d:] = S
     block[d:, d:] = A.T
@@ -112,11 +115,11 @@ def linear_transition(
     cov = flow @ exp_block[:, :d, d:]
     cov = 0.5 * (cov + cov.transpose(-1, -2))
     if c is None:
-        shift = torch.zeros(len(t), d, dtype=torch.float64)
+        shift = A.new_zeros(len(t), d)
     else:
-        affine = torch.zeros(d + 1, d + 1, dtype=torch.float64)
+        affine = A.new_zeros(d + 1, d + 1)
         affine[:d, :d] = A
-        affine[:d, d] = torch.as_tensor(c, dtype=torch.float64)
+        affine[:d, d] = torch.as_tensor(c, dtype=torch.float64, device=A.device)
         shift = torch.linalg.matrix_exp(affine * t[:, None, None])[:, :d, d]
     return LinearTransition(flow=flow, cov=cov, shift=shift)
 
@@ -179,8 +182,8 @@ def entropic_plan(
         raise ValueError(f"reg must be positive, got {reg}")
     cost = cost.double()
     n, m = cost.shape
-    a = torch.full((n,), 1.0 / n, dtype=torch.float64) if a is None else a.double()
-    b = torch.full((m,), 1.0 / m, dtype=torch.float64) if b is None else b.double()
+    a = cost.new_full((n,), 1.0 / n) if a is None else a.double()
+    b = cost.new_full((m,), 1.0 / m) if b is None else b.double()
     shifted = cost - cost.min(dim=1, keepdim=True).values
     shifted = shifted - shifted.min(dim=0, keepdim=True).values
     method = "sinkhorn_log" if float(shifted.max()) > _KERNEL_DOMAIN_LIMIT * reg else "sinkhorn"
@@ -190,10 +193,30 @@ def entropic_plan(
 def sample_partners(plan: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One column index per row, drawn from the row's conditional ``plan[i] / plan[i].sum()``.
 
+    The draw happens on the generator's device (see :func:`_standard_normal`).
+
     Returns:
-        ``(n,)`` long tensor.
+        ``(n,)`` long tensor on ``plan``'s device.
     """
-    return torch.multinomial(plan.clamp_min(0.0), 1, generator=generator).squeeze(1)
+    weights = plan.clamp_min(0.0).to(_draw_device(generator, plan))
+    return torch.multinomial(weights, 1, generator=generator).squeeze(1).to(plan.device)
+
+
+def _draw_device(generator: torch.Generator | None, like: torch.Tensor) -> torch.device:
+    return generator.device if generator is not None else like.device
+
+
+def _standard_normal(
+    shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Standard normal draws with ``like``'s dtype and device.
+
+    A seeded generator draws on its own device (the CPU for ``torch.Generator()``) and the
+    numbers are then moved, so one seed gives the same paths on the CPU and on a GPU.
+    """
+    draws = torch.randn(shape, generator=generator, dtype=like.dtype,
+                        device=_draw_device(generator, like))  # fmt: skip
+    return draws.to(like.device)
 
 
 def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
@@ -227,7 +250,7 @@ def linear_bridge_paths(
     Returns:
         ``(n, N + 1, d)`` float64 paths.
     """
-    grid = torch.as_tensor(grid, dtype=torch.float64)
+    grid = torch.as_tensor(grid, dtype=torch.float64, device=x.device)
     if grid.ndim != 1 or len(grid) < 2 or grid[0] != 0 or not bool((grid.diff() > 0).all()):
         raise ValueError("grid must increase from 0 to the gap with at least 2 points")
     if x.shape != y.shape:
@@ -247,7 +270,7 @@ def linear_bridge_paths(
         gain = cov_step @ rest.flow[j + 1].T @ torch.linalg.inv(rest.cov[j])
         mean = z @ F_step.T + shift_step + (y - z @ rest.flow[j].T - rest.shift[j]) @ gain.T
         step_cov = cov_step - gain @ rest.flow[j + 1] @ cov_step
-        noise = torch.randn(z.shape, generator=generator, dtype=torch.float64)
+        noise = _standard_normal(z.shape, z, generator)
         z = mean + noise @ _sqrt_psd(0.5 * (step_cov + step_cov.T)).T
         paths[:, j + 1] = z
     return paths
@@ -276,18 +299,18 @@ def linear_bridge_marginal(
         return x.double().clone()
     if s == gap:
         return y.double().clone()
-    moments = linear_transition(A, sigma, torch.tensor([s, gap - s, gap]), c)
+    moments = linear_transition(A, sigma, [s, gap - s, gap], c)
     (F_s, F_rest, F_gap), (cov_s, _, cov_gap) = moments.flow, moments.cov
     x, y = x.double(), y.double()
     gain = cov_s @ F_rest.T @ torch.linalg.inv(cov_gap)
     mean = x @ F_s.T + moments.shift[0] + (y - x @ F_gap.T - moments.shift[2]) @ gain.T
     cov = cov_s - gain @ F_rest @ cov_s
-    noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+    noise = _standard_normal(x.shape, mean, generator)
     return mean + noise @ _sqrt_psd(0.5 * (cov + cov.T)).T
 
 
 def _noise_scale(sigma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    sigma = torch.as_tensor(sigma, dtype=like.dtype)
+    sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
     if sigma.ndim > 1:
         raise ValueError("simulated bridges take a scalar or diagonal (d,) sigma")
     return sigma
@@ -327,7 +350,7 @@ def simulate_euler_maruyama(
         for j in order:
             nxt = j - 1 if backward else j + 1
             h = abs(float(times[nxt] - times[j]))
-            noise = torch.randn(z.shape, generator=generator, dtype=z.dtype)
+            noise = _standard_normal(z.shape, z, generator)
             z = z + drift(z, float(times[j])) * h + scale * math.sqrt(h) * noise
             paths[:, nxt] = z
     return paths
