@@ -16,11 +16,9 @@ rewritten after every finished seed, so a run cut short keeps the seeds it compl
   CPU-sized: 4000 train / 500 test trajectories (``--quick``: 1000 / 100), one data set (seed 0);
 * models: PROSE (width 64, 4 heads, FFN 256, 2 layers per block) and the same model without the
   symbol branch, each trained for the same number of steps once per training seed (``--seeds``:
-  weight initialisation and query sub-sampling; the data and its order are shared). The skeleton
-  corruptions of training come from one stream per data set that continues over the fits of the
-  process, so a seed's multimodal arms also depend on the arms trained before them (``--seeds 1``
-  alone differs from seed 1 of ``--seeds 0 1 2``; the run-to-run spread this gives is in the
-  docs);
+  weight initialisation and query sub-sampling; the data, its order and the skeleton corruptions
+  of training are shared, and restart with every fit, so ``--seeds 1`` alone gives seed 1 of
+  ``--seeds 0 1 2``, with or without ``--two-to-one``);
 * robustness (evaluation only, the same trained models): the test inputs re-observed with
   0 / 2 / 5 / 10 % relative noise (one noise draw, scaled), and PROSE given a skeleton with an
   extra or a missing term instead of the true skeleton;
