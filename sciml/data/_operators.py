@@ -263,7 +263,8 @@ class ODEOperatorDataModule(ProblemDataModule):
     (``<bos>`` equation ``<eos>`` ids), ``skeletons (B, 3, L)`` (clean, +term, -term),
     ``symbols (B, L)`` (the symbol input: drawn on the fly in training from a stream seeded by
     ``seed`` that restarts with every training loader, so each fit sees the same corruptions; the
-    clean skeleton in val/test) and ``symbols_corrupted (B, L)`` (a pre-drawn corruption, for robustness tests).
+    clean skeleton in val/test) and ``symbols_corrupted (B, L)`` (a pre-drawn corruption, for
+    robustness tests).
 
     Args:
         families: registry names (see :data:`CLASSIC_FAMILIES`, :data:`CHAOTIC_FAMILIES`).
