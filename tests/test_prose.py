@@ -1,16 +1,21 @@
 """PROSE: transformer masks, operator-query independence, data module, metrics, training."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import sympy
 import torch
 
+from sciml.cli import main
 from sciml.data import CHAOTIC_FAMILIES, ODEOperatorDataModule
 from sciml.metrics import continuation_rel_l2, score_equations, solve_equation
 from sciml.models import PROSE, OptimizerConfig, ProseSizes
 from sciml.nn import OperatorDecoder, SymbolDecoder
 from sciml.symbolic import PrefixVocabulary, prefix_to_expressions
+
+from .conftest import PROBLEMS
 
 TINY = ProseSizes(
     width=32,
@@ -310,3 +315,27 @@ def test_training_corruptions_restart_with_every_training_loader():
     with_workers = _training_symbols(data)
     assert torch.equal(_training_symbols(data), with_workers)
     assert not torch.equal(with_workers, first)
+
+
+def test_fit_then_test_from_the_saved_config_and_checkpoint(in_tmp_dir):
+    config = PROBLEMS / "prose" / "classic_cpu.yaml"
+    overrides = [
+        "--trainer.max_steps=3",
+        "--trainer.val_check_interval=3",
+        "--data.init_args.n_train=12",
+        "--data.init_args.n_val=4",
+        "--data.init_args.n_test=6",
+        "--data.init_args.batch_size=6",
+        "--data.init_args.cache_dir=null",
+        "--trainer.enable_progress_bar=false",
+    ]
+    fit = main(["fit", "-c", str(config), *overrides])
+    saved = Path(fit.trainer.log_dir) / "config.yaml"
+    checkpoint = Path(fit.trainer.checkpoint_callback.last_model_path)
+    expected = fit.trainer.test(fit.model, datamodule=fit.datamodule, verbose=False)[0]
+    assert {"test/rel_l2", "test/valid_fraction"} <= set(expected), sorted(expected)
+    rebuilt = main(["test", "-c", str(saved), "--ckpt_path", str(checkpoint)])
+    got = {k: float(v) for k, v in rebuilt.trainer.callback_metrics.items()}
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-6, nan_ok=True), name
+    assert rebuilt.model.hparams.sizes == fit.model.hparams.sizes
