@@ -193,7 +193,8 @@ def entropic_plan(
 def sample_partners(plan: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One column index per row, drawn from the row's conditional ``plan[i] / plan[i].sum()``.
 
-    The draw happens on the generator's device (see :func:`_standard_normal`).
+    A seeded generator draws on its own device (the CPU for ``torch.Generator()``), so one seed
+    gives the same partners on the CPU and on a GPU.
 
     Returns:
         ``(n,)`` long tensor on ``plan``'s device.
