@@ -3,11 +3,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from sciml.cli import main
+
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS = ROOT / "problems"
 SHARED = ROOT.parent / "shared"
+
+
+def retest_saved_run(fit):
+    """``sciml test`` rebuilt from the config and the last checkpoint that a ``sciml fit`` run
+    (the CLI object ``fit``) saved; returns the test run's CLI object."""
+    saved = Path(fit.trainer.log_dir) / "config.yaml"
+    checkpoint = fit.trainer.checkpoint_callback.last_model_path
+    return main(["test", "-c", str(saved), "--ckpt_path", str(checkpoint)])
 
 
 def pytest_addoption(parser):

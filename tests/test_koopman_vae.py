@@ -1,5 +1,4 @@
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from sciml.regularizers import (
     safe_eigvals,
 )
 
-from .conftest import PROBLEMS
+from .conftest import PROBLEMS, retest_saved_run
 
 
 def _rotation_blocks(k: int, radius: float) -> torch.Tensor:
@@ -255,9 +254,7 @@ def test_cli_fit_then_test_logs_generation_scores(in_tmp_dir):
         "--trainer.enable_progress_bar=false",
     ]
     fit = main(["fit", "-c", str(config), "--trainer.max_epochs=1", *small])
-    saved = Path(fit.trainer.log_dir) / "config.yaml"
-    checkpoint = fit.trainer.checkpoint_callback.last_model_path
-    tested = main(["test", "-c", str(saved), "--ckpt_path", checkpoint])
+    tested = retest_saved_run(fit)
     metrics = tested.trainer.callback_metrics
     assert 0.0 <= float(metrics["test/disc_score"]) <= 0.5
     assert 0.0 < float(metrics["test/pred_score"]) < 1.0

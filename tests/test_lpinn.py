@@ -21,7 +21,7 @@ from sciml.models import (
     lagrangian_residuals,
 )
 
-from .conftest import PROBLEMS
+from .conftest import PROBLEMS, retest_saved_run
 
 TWO_PI = 2 * math.pi
 
@@ -279,10 +279,8 @@ def test_fit_then_test_from_the_saved_config_and_checkpoint(in_tmp_dir):
     ]
     fit = main(["fit", "-c", str(config), *overrides])
     assert fit.model._schedule.lbfgs_iterations > 0
-    saved = Path(fit.trainer.log_dir) / "config.yaml"
-    checkpoint = Path(fit.trainer.checkpoint_callback.last_model_path)
     expected = fit.trainer.test(fit.model, datamodule=fit.datamodule, verbose=False)[0]
-    rebuilt = main(["test", "-c", str(saved), "--ckpt_path", str(checkpoint)])
+    rebuilt = retest_saved_run(fit)
     got = {k: float(v) for k, v in rebuilt.trainer.callback_metrics.items()}
     assert got["test/rel_l2"] == pytest.approx(expected["test/rel_l2"], rel=1e-6)
     assert rebuilt.model._schedule == fit.model._schedule

@@ -1,5 +1,4 @@
 import math
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -18,7 +17,7 @@ from sciml.models import (
 )
 from sciml.nn import HamiltonianGraphNetwork, symplectic_gradient
 
-from .conftest import PROBLEMS
+from .conftest import PROBLEMS, retest_saved_run
 
 
 class KnownEnergy(nn.Module):
@@ -278,9 +277,7 @@ def test_cli_fit_then_test_on_a_user_hamiltonian_logs_errors_per_k(in_tmp_dir):
         "--model.init_args.hidden_dims=[16]",
     ]
     fit = main(["fit", "-c", str(config), *small])
-    saved = Path(fit.trainer.log_dir) / "config.yaml"
-    checkpoint = fit.trainer.checkpoint_callback.last_model_path
-    rebuilt = main(["test", "-c", str(saved), "--ckpt_path", checkpoint])
+    rebuilt = retest_saved_run(fit)
     assert rebuilt.datamodule.test_system_list[0].name == "quartic"
     metrics = rebuilt.trainer.callback_metrics
     for k in (0, 1, 5, 10):

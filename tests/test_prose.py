@@ -1,7 +1,5 @@
 """PROSE: transformer masks, operator-query independence, data module, metrics, training."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -15,7 +13,7 @@ from sciml.models import PROSE, OptimizerConfig, ProseSizes
 from sciml.nn import OperatorDecoder, SymbolDecoder
 from sciml.symbolic import PrefixVocabulary, prefix_to_expressions
 
-from .conftest import PROBLEMS
+from .conftest import PROBLEMS, retest_saved_run
 
 TINY = ProseSizes(
     width=32,
@@ -330,11 +328,9 @@ def test_fit_then_test_from_the_saved_config_and_checkpoint(in_tmp_dir):
         "--trainer.enable_progress_bar=false",
     ]
     fit = main(["fit", "-c", str(config), *overrides])
-    saved = Path(fit.trainer.log_dir) / "config.yaml"
-    checkpoint = Path(fit.trainer.checkpoint_callback.last_model_path)
     expected = fit.trainer.test(fit.model, datamodule=fit.datamodule, verbose=False)[0]
     assert {"test/rel_l2", "test/valid_fraction"} <= set(expected), sorted(expected)
-    rebuilt = main(["test", "-c", str(saved), "--ckpt_path", str(checkpoint)])
+    rebuilt = retest_saved_run(fit)
     got = {k: float(v) for k, v in rebuilt.trainer.callback_metrics.items()}
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, rel=1e-6, nan_ok=True), name
