@@ -51,6 +51,30 @@ def test_recovers_a_linear_system(tmp_path):
     assert result["test/rel_l2"] < 0.01
 
 
+def test_logged_training_terms_belong_to_the_written_step(tmp_path):
+    """The loss terms reach the logger at the same steps as the loss, with that step's values
+    (without regularizers the loss is the MSE term). They were once recorded one logging period
+    early, so every written MSE was stale."""
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    pl.seed_everything(0)
+    data = TrajectoryDataModule(
+        "lotka_volterra", n_trajectories=12, n_times=21, segment_length=6, batch_size=16, seed=0
+    )
+    model = NeuralODE(state_dim=2, hidden_dims=[8])
+    logger = CSVLogger(tmp_path)
+    trainer = _trainer(tmp_path, max_epochs=2, logger=logger, log_every_n_steps=4)
+    trainer.fit(model, data)
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row["train/loss_step"]]
+    assert trainer.global_step == 16
+    assert [int(row["step"]) for row in rows] == [3, 7, 11, 15]
+    for row in rows:
+        assert float(row["train/mse"]) == float(row["train/loss_step"]), row
+
+
 def test_adjoint_gradients_match_backprop():
     torch.manual_seed(0)
     y0, t = torch.randn(4, 2), torch.linspace(0, 1, 5)

@@ -156,6 +156,10 @@ class MetaHamiltonian(Task):
     (ANIL, Raghu et al. 2020: only the readout, the node MLP's last layer, adapts; in training
     and at evaluation, for every mode).
 
+    Training logs the outer loss and, on the steps the loggers write, the query loss before
+    adaptation (MAML) or the pooled loss after it (Reptile); those cost one more evaluation per
+    task and are skipped on the other steps.
+
     Evaluation (val/test) adapts each held-out task from the current weights with
     ``max(eval_steps)`` SGD steps of size ``adapt_lr`` on its support set and logs the query
     derivative MSE after each ``k`` in ``eval_steps`` as ``deriv_mse_k{k}``. Test also rolls out
@@ -367,6 +371,7 @@ class MetaHamiltonian(Task):
             return self._reptile_loss(batch)
         params = self.params()
         task_losses, pre_adaptation = [], []
+        diagnose = self.logs_this_step()
         for i in range(len(batch["mask"])):
             sx, sdx, qx, qdx, mask = (
                 batch[k][i] for k in ("support_x", "support_dx", "query_x", "query_dx", "mask")
@@ -397,6 +402,8 @@ class MetaHamiltonian(Task):
                     self.network, adapted, qx, qdx, mask, relative=hp.relative_loss
                 )
             )
+            if not diagnose:
+                continue
             with torch.no_grad():
                 pre_adaptation.append(
                     hamiltonian_derivative_loss(
@@ -423,6 +430,7 @@ class MetaHamiltonian(Task):
         hp = self.hparams
         params = self.params()
         steps_times_lr = hp.inner_steps * hp.inner_lr
+        diagnose = self.logs_this_step()
         direction = {n: torch.zeros_like(p) for n, p in params.items()}
         before, after = [], []
         for i in range(len(batch["mask"])):
@@ -443,7 +451,8 @@ class MetaHamiltonian(Task):
                 )
             for n, p in params.items():
                 direction[n] += (p.detach() - adapted[n].detach()) / steps_times_lr
-            for losses, weights in ((before, params), (after, adapted)):
+            evaluated = [(before, params), (after, adapted)] if diagnose else [(before, params)]
+            for losses, weights in evaluated:
                 with torch.no_grad():
                     losses.append(
                         hamiltonian_derivative_loss(
@@ -461,7 +470,10 @@ class MetaHamiltonian(Task):
         value = torch.stack(before).mean()
         loss = value + surrogate - surrogate.detach()
         name = "deriv_rel_mse" if hp.relative_loss else "deriv_mse"
-        return loss, {name: value, f"{name}_after_adaptation": torch.stack(after).mean()}
+        terms: dict[str, Any] = {name: value}
+        if after:
+            terms[f"{name}_after_adaptation"] = torch.stack(after).mean()
+        return loss, terms
 
     # -- evaluation -----------------------------------------------------------------------------
 
