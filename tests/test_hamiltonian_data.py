@@ -106,9 +106,15 @@ def test_user_hamiltonian_from_a_mapping_and_clear_errors():
     )
     assert system.parameters == {"c": (0.5, 1.0)}
     np.testing.assert_allclose(system.derivatives(np.array([1.0, 2.0]), {"c": 0.5}), [2.0, -2.0])
-    with pytest.raises(SymbolicParseError, match="unknown symbols"):
+    unknown_w = r"unknown symbols \['w'\]; allowed: variables \['q', 'p'\] and parameters \['c'\]"
+    with pytest.raises(SymbolicParseError, match=unknown_w):
         make_hamiltonian_system(
-            {"hamiltonian": "p**2 + w*q", "coordinates": ["q"], "momenta": ["p"]}
+            {
+                "hamiltonian": "p**2 + c*w*q",
+                "coordinates": ["q"],
+                "momenta": ["p"],
+                "parameters": {"c": [0.5, 1.0]},
+            }
         )
     with pytest.raises(SymbolicParseError, match="not a valid expression"):
         parse_hamiltonian("p**2 +* q", coordinates=["q"], momenta=["p"])

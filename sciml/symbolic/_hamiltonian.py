@@ -59,7 +59,12 @@ def parse_hamiltonian(
             f"{where}: coordinate, momentum and parameter names repeat: {names}"
         )
     symbols = [sympy.Symbol(name) for name in names]
-    (energy,) = parse_expressions([hamiltonian], variables=names, where=where)
+    (energy,) = parse_expressions(
+        [hamiltonian],
+        variables=[*coordinates, *momenta],
+        parameters={name: sympy.Symbol(name) for name in parameters},
+        where=where,
+    )
     q = symbols[: len(coordinates)]
     p = symbols[len(coordinates) : 2 * len(coordinates)]
     field = [sympy.diff(energy, pi) for pi in p] + [-sympy.diff(energy, qi) for qi in q]

@@ -54,15 +54,16 @@ def parse_expressions(
     expressions: Sequence[str],
     *,
     variables: Sequence[str],
-    parameters: Mapping[str, float] | None = None,
+    parameters: Mapping[str, float | sympy.Expr] | None = None,
     where: str = "expression",
 ) -> list[sympy.Expr]:
-    """Parse strings into sympy expressions, substituting numeric parameter values.
+    """Parse strings into sympy expressions, substituting parameter values.
 
     Args:
         expressions: one string per output component, e.g. ``["y", "-x - 0.1*y"]``.
         variables: names the expressions may use freely (state names and ``t``).
-        parameters: ``{name: value}`` substituted before returning.
+        parameters: ``{name: value}`` substituted before returning; a value may be a sympy
+            expression, e.g. the parameter's own symbol to keep it symbolic.
         where: how the caller names the input in error messages (e.g. ``"data.init_args.rhs"``).
 
     Raises:
