@@ -49,10 +49,12 @@ class OptimizerConfig:
 class Task(pl.LightningModule, abc.ABC):
     """A model family's training logic around plain ``nn.Module`` networks.
 
-    Subclasses implement :meth:`compute_loss`; this class logs every term as ``{stage}/{name}``,
-    stops on a non-finite training loss with a message naming the step and the terms, and runs the
-    evaluation steps with gradients enabled (models that differentiate with respect to their inputs
-    need them; the ``sciml`` CLI also sets ``Trainer(inference_mode=False)``).
+    Subclasses implement :meth:`compute_loss`; this class logs every term as ``{stage}/{name}``
+    (in training the loss at every step, the other terms on the steps the loggers write, see
+    :meth:`logs_this_step`), stops on a non-finite training loss with a message naming the step
+    and the terms, and runs the evaluation steps with gradients enabled (models that
+    differentiate with respect to their inputs need them; the ``sciml`` CLI also sets
+    ``Trainer(inference_mode=False)``).
     """
 
     @abc.abstractmethod
