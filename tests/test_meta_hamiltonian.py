@@ -1,8 +1,10 @@
+import csv
 import math
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
 from sciml.cli import main
@@ -548,3 +550,38 @@ def test_hidden_features_cover_real_nodes_and_edges_and_cka_tracks_adaptation():
         assert metrics[f"cka_{layer}_k10"] == pytest.approx(expected, rel=1e-9)
         assert expected < 1.0
     assert "cka_node1_k1" not in metrics
+
+
+@pytest.mark.parametrize(("mode", "diagnostic"), [("maml", "before"), ("reptile", "after")])
+def test_adaptation_diagnostics_are_computed_on_the_written_steps_only(tmp_path, mode, diagnostic):
+    data = _data()
+    torch.manual_seed(0)
+    model = MetaHamiltonian(node_dim=2, hidden_dims=(16,), mode=mode, inner_steps=2)
+    name = f"train/deriv_mse_{diagnostic}_adaptation"
+    computed_at = []
+    compute_loss = model.compute_loss
+
+    def recording(batch, stage):
+        loss, terms = compute_loss(batch, stage)
+        if stage == "train" and name.removeprefix("train/") in terms:
+            computed_at.append(model.global_step)
+        return loss, terms
+
+    model.compute_loss = recording
+    logger = CSVLogger(tmp_path)
+    trainer = pl.Trainer(
+        max_steps=7,
+        max_epochs=-1,
+        inference_mode=False,
+        logger=logger,
+        log_every_n_steps=3,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, data)
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        written = [int(row["step"]) for row in csv.DictReader(f) if row.get(name)]
+    # Of the 7 steps, the 3rd and the 6th reach the logger (global steps 2 and 5).
+    assert computed_at == written == [2, 5]

@@ -1,6 +1,9 @@
+import csv
+
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
 from sciml.data import TrajectoryDataModule
@@ -55,10 +58,6 @@ def test_logged_training_terms_belong_to_the_written_step(tmp_path):
     """The loss terms reach the logger at the same steps as the loss, with that step's values
     (without regularizers the loss is the MSE term). They were once recorded one logging period
     early, so every written MSE was stale."""
-    import csv
-
-    from pytorch_lightning.loggers import CSVLogger
-
     pl.seed_everything(0)
     data = TrajectoryDataModule(
         "lotka_volterra", n_trajectories=12, n_times=21, segment_length=6, batch_size=16, seed=0
