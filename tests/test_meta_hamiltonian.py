@@ -204,8 +204,8 @@ def _data() -> HamiltonianMetaDataModule:
     )
 
 
-def _trainer(max_steps: int) -> pl.Trainer:
-    return pl.Trainer(
+def _trainer(max_steps: int, **overrides) -> pl.Trainer:
+    settings = dict(
         max_steps=max_steps,
         max_epochs=-1,
         inference_mode=False,
@@ -215,6 +215,7 @@ def _trainer(max_steps: int) -> pl.Trainer:
         enable_model_summary=False,
         limit_val_batches=0,
     )
+    return pl.Trainer(**{**settings, **overrides})
 
 
 def test_modes_train_as_documented_and_test_logs_adapted_errors_per_k():
@@ -569,18 +570,7 @@ def test_adaptation_diagnostics_are_computed_on_the_written_steps_only(tmp_path,
 
     model.compute_loss = recording
     logger = CSVLogger(tmp_path)
-    trainer = pl.Trainer(
-        max_steps=7,
-        max_epochs=-1,
-        inference_mode=False,
-        logger=logger,
-        log_every_n_steps=3,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(model, data)
+    _trainer(max_steps=7, logger=logger, log_every_n_steps=3).fit(model, data)
     with open(f"{logger.log_dir}/metrics.csv") as f:
         written = [int(row["step"]) for row in csv.DictReader(f) if row.get(name)]
     # Of the 7 steps, the 3rd and the 6th reach the logger (global steps 2 and 5).
