@@ -2,17 +2,21 @@
 
 Run ``PYTHONPATH=. python benchmarks/prose.py [--quick] [--steps N] [--seeds 0 1 2] [--t-input T]
 [--families classic|confusable] [--two-to-one]``
-(one thread). ``--t-input 1.0`` halves the observed window (16 points), where the skeleton tells
-the model something the data do not yet show; ``--families confusable`` instead keeps t < 2 and
-swaps Van der Pol (mu = 1) for Van der Pol at mu = 0.3, whose first third of a period looks like
-the damped oscillator's. ``--two-to-one`` adds PROSE's 2-to-1 ablation (skeleton in, continuation
-out, no symbol decoder and no token loss): it separates what the symbol *input* gives the
-continuation from what sharing the encoders with the equation output costs it. The JSON is
-rewritten after every finished seed, so a run cut short keeps the seeds it completed.
+(one thread). The default is the CPU gate's design: the observed window t < 1 (16 points) and the
+confusable pair (``--families confusable``: Van der Pol at mu = 0.3 instead of mu = 1, whose first
+stretch of orbit looks like the damped oscillator's). The background notes prescribe this change
+for when the five classic families are easy to tell apart from t < 2 of data, as they are: the
+skeleton then has something to add. ``--t-input 2.0 --families classic --output
+benchmarks/results/prose_issue_window.json`` runs the issue's own window. ``--two-to-one`` adds
+PROSE's 2-to-1 ablation (skeleton in, continuation out, no symbol decoder and no token loss): it
+separates what the symbol *input* gives the continuation from what sharing the encoders with the
+equation output costs it. The JSON is rewritten after every finished seed, so a run cut short
+keeps the seeds it completed.
 
-* data: :class:`sciml.data.ODEOperatorDataModule` over the 5 classic families (exponential decay,
-  logistic, damped oscillator, Lotka-Volterra, Van der Pol), parameters +-10 %, 2 % noise,
-  96 times on [0, 6], input t < 2 (32 points), queries in [2, 6] (64 points);
+* data: :class:`sciml.data.ODEOperatorDataModule` over 5 families (exponential decay, logistic,
+  damped oscillator, Lotka-Volterra, Van der Pol at mu = 0.3, or mu = 1 with ``classic``),
+  parameters +-10 %, 2 % noise, 96 times on [0, 6], input t < 1 (16 points), queries in [1, 6]
+  (80 points; with ``--t-input 2.0``: 32 and 64);
   CPU-sized: 4000 train / 500 test trajectories (``--quick``: 1000 / 100), one data set (seed 0);
 * models: PROSE (width 64, 4 heads, FFN 256, 2 layers per block) and the same model without the
   symbol branch, each trained for the same number of steps once per training seed (``--seeds``:
@@ -23,7 +27,7 @@ rewritten after every finished seed, so a run cut short keeps the seeds it compl
   0 / 2 / 5 / 10 % relative noise (one noise draw, scaled), and PROSE given a skeleton with an
   extra or a missing term instead of the true skeleton;
 * baselines: hold the last observed value; SINDy, i.e. sequentially thresholded least squares
-  (STLSQ) on a degree-3 polynomial library, fitted per test trajectory on the 32 noisy input
+  (STLSQ) on a degree-3 polynomial library, fitted per test trajectory on the noisy input
   points (Savitzky-Golay smoothed finite differences), scored by the same equation metrics; and
   as a reference for the equation output, each family's equation with its nominal (unperturbed)
   parameters, i.e. the right structure with no constant identified.
@@ -83,6 +87,11 @@ FAMILY_SETS = {
 }
 #: symbol inputs of the robustness test: index into the data's ``skeletons (B, 3, L)``
 SKELETONS = {"true": 0, "extra_term": 1, "missing_term": 2}
+#: The CPU gate's design (background notes, section 5.4: "make the data window less informative
+#: by design: a shorter input window (t in [0, 1]), or a confusable pair"): both, since each alone
+#: missed the 0.9 goal (0.901 and 0.951; docs/benchmarks.md).
+GATE_T_INPUT = 1.0
+GATE_FAMILIES = "confusable"
 
 
 def benchmark_data(families: str, t_input: float, *, quick: bool) -> ODEOperatorDataModule:
@@ -398,12 +407,15 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--save-models", type=Path, default=None, help="folder for the weights")
     parser.add_argument(
-        "--t-input", type=float, default=2.0, help="end of the observed window (issue: 2.0)"
+        "--t-input",
+        type=float,
+        default=GATE_T_INPUT,
+        help="end of the observed window (gate: 1.0; the issue's window: 2.0)",
     )
     parser.add_argument(
         "--families",
         choices=sorted(FAMILY_SETS),
-        default="classic",
+        default=GATE_FAMILIES,
         help="classic: the 5 classic families; confusable: Van der Pol at mu = 0.3 instead",
     )
     parser.add_argument(

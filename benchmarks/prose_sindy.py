@@ -5,7 +5,10 @@ Run ``python benchmarks/prose_sindy.py [--quick] [--t-input T] [--families class
 (needs ``pysindy``: ``pip install pysindy``, or ``make benchmarks``, which installs the ``bench``
 dependency group). Writes ``benchmarks/results/prose_sindy.json``.
 
-Both fit each test trajectory's noisy input window (32 points for t < 2) with a degree-3
+The test windows are ``prose.py``'s (by default its gate design, t < 1 and the confusable pair;
+``--t-input 2.0 --families classic --output benchmarks/results/prose_sindy_issue_window.json
+--prose-json benchmarks/results/prose_issue_window.json`` for the issue's window). Both fit each
+test trajectory's noisy input window (16 points for t < 1, 32 for t < 2) with a degree-3
 polynomial library, sequentially thresholded ridge regression (threshold 0.05, ridge 0.05:
 pysindy's defaults) and Savitzky-Golay smoothed finite differences (pysindy's default smoother,
 window 11; the script's own, window 9). Scores (RHS error at random states of the target's
@@ -31,6 +34,8 @@ from sciml.symbolic import expressions_to_prefix
 from _report import machine, write_json
 from prose import (
     FAMILY_SETS,
+    GATE_FAMILIES,
+    GATE_T_INPUT,
     benchmark_data,
     equation_scores,
     nominal_tokens,
@@ -102,8 +107,8 @@ def prose_reference(path: Path, setup: dict) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 test trajectories")
-    parser.add_argument("--t-input", type=float, default=2.0)
-    parser.add_argument("--families", choices=sorted(FAMILY_SETS), default="classic")
+    parser.add_argument("--t-input", type=float, default=GATE_T_INPUT)
+    parser.add_argument("--families", choices=sorted(FAMILY_SETS), default=GATE_FAMILIES)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
         "--prose-json", type=Path, default=PROSE_RESULTS, help="PROSE's scores on these windows"
