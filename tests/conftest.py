@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sciml.cli import main
+from sciml.models import SBIRRConfig
 
 torch.set_num_threads(1)
 
@@ -43,3 +44,13 @@ def in_tmp_dir(tmp_path, monkeypatch):
     """Run in an empty folder so CLI runs write their logs and checkpoints there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def small_ipf_config():
+    """A Schrodinger-bridge IPF back-end small enough for a test: two refinements of two IPF
+    passes with (32, 32) drift networks; on the rotation-OU snapshots it recovers the drift."""
+    return SBIRRConfig(
+        max_iterations=2, tol=0.0, refit="adam", step=0.1, ipf_iterations=2, ipf_fit_steps=80,
+        refit_steps=200, ipf_hidden_dims=(32, 32), ipf_batch_size=512, ipf_lr=3e-3,
+    )  # fmt: skip

@@ -15,17 +15,12 @@ from sciml.models import SBIRRConfig, SchrodingerBridge
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 A_TRUE = torch.tensor([[-0.2, -1.0], [1.0, -0.2]], dtype=torch.float64)
-IPF = SBIRRConfig(
-    max_iterations=2, tol=0.0, refit="adam", step=0.1, ipf_iterations=2, ipf_fit_steps=80,
-    refit_steps=200, ipf_hidden_dims=(32, 32), ipf_batch_size=512, ipf_lr=3e-3,
-)  # fmt: skip
 
 
-def _refined_bridge(device: str, backend: str) -> SchrodingerBridge:
+def _refined_bridge(device: str, backend: str, config: SBIRRConfig) -> SchrodingerBridge:
     batch = SnapshotDataModule("rotation_ou", n_per_snapshot=100, seed=0).generate()
     times = batch["t"][0].tolist()
     snapshots = [batch["x"][0, k].to(device) for k in range(len(times))]
-    config = IPF if backend == "ipf" else SBIRRConfig(max_iterations=3, tol=0.0)
     torch.manual_seed(0)
     model = SchrodingerBridge(sigma=0.3, backend=backend, config=config).to(device)
     model.set_snapshots(times, snapshots)
@@ -38,7 +33,8 @@ def _refined_bridge(device: str, backend: str) -> SchrodingerBridge:
 def test_linear_schrodinger_bridge_on_gpu_matches_cpu():
     # Random draws come from the model's CPU generators on either device, so only float64
     # round-off separates the two runs.
-    cpu, gpu = _refined_bridge("cpu", "linear"), _refined_bridge("cuda", "linear")
+    config = SBIRRConfig(max_iterations=3, tol=0.0)
+    cpu, gpu = _refined_bridge("cpu", "linear", config), _refined_bridge("cuda", "linear", config)
     assert gpu.drift.A.device.type == "cuda"
     torch.testing.assert_close(gpu.drift.A.cpu(), cpu.drift.A, rtol=1e-6, atol=1e-9)
     grid_cpu, paths_cpu = cpu.sample_paths(20)
@@ -49,10 +45,11 @@ def test_linear_schrodinger_bridge_on_gpu_matches_cpu():
 
 
 @needs_cuda
-def test_ipf_schrodinger_bridge_on_gpu_recovers_the_drift():
+def test_ipf_schrodinger_bridge_on_gpu_recovers_the_drift(small_ipf_config):
     # The IPF drift networks run in float32, whose GPU kernels round differently: the two runs
     # agree closely, not to round-off.
-    cpu, gpu = _refined_bridge("cpu", "ipf"), _refined_bridge("cuda", "ipf")
+    cpu = _refined_bridge("cpu", "ipf", small_ipf_config)
+    gpu = _refined_bridge("cuda", "ipf", small_ipf_config)
     assert relative_frobenius_error(gpu.drift.A.detach().cpu(), A_TRUE) < 0.3
     assert relative_frobenius_error(gpu.drift.A.detach().cpu(), cpu.drift.A.detach()) < 0.1
     grid, paths = gpu.sample_paths(10)

@@ -123,15 +123,11 @@ def test_lightning_fit_stops_logs_and_reloads(in_tmp_dir):
     assert again.test(reloaded, data, verbose=False)[0] == pytest.approx(metrics)
 
 
-def test_ipf_backend_refines_a_general_drift():
+def test_ipf_backend_refines_a_general_drift(small_ipf_config):
     # The nonlinear back-end (IPF with neural drifts + Adam refit) treats the family as any
     # nn.Module; on OU snapshots its fitted matrix can be checked against the truth.
     _, times, snapshots, _ = _snapshots(n=100)
-    config = SBIRRConfig(
-        max_iterations=2, tol=0.0, refit="adam", step=0.1, ipf_iterations=2, ipf_fit_steps=80,
-        refit_steps=200, ipf_hidden_dims=(32, 32), ipf_batch_size=512, ipf_lr=3e-3,
-    )  # fmt: skip
-    model = SchrodingerBridge(sigma=0.3, backend="ipf", config=config)
+    model = SchrodingerBridge(sigma=0.3, backend="ipf", config=small_ipf_config)
     model.set_snapshots(times, snapshots)
     model.refine()
     first = _rel_error(model)
