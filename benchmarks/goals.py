@@ -5,8 +5,9 @@
 
 A goal is ``{"name", "value", "goal", "met"}``. The goal texts in use are a comparison with a
 number, optionally followed by words (``"<= 0.9"``, ``">= 10"``, ``"< 1 (ratio ...)"``),
-``"strictly decreasing"`` (the value is the list of values) and ``"true for seeds 0, 1, 2"`` (the
-value is one flag per seed). A value of ``null`` (e.g. a ratio with a diverged arm) meets no goal.
+``"strictly decreasing"`` (the value is the list of values) and ``"true for seeds 0, 1, 2"`` or
+``"true for seed 2"`` (the value is one flag per seed). A value of ``null`` (e.g. a ratio with a
+diverged arm) meets no goal.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def goal_is_met(value: Any, goal: str) -> bool:
     """Whether ``value`` meets the goal text; ``ValueError`` for a goal text not listed above."""
     if goal == "strictly decreasing":
         return value is not None and all(a > b for a, b in itertools.pairwise(value))
-    if goal.startswith("true for seeds "):
+    if goal.startswith(("true for seeds ", "true for seed ")):
         return value is not None and len(value) == len(goal.split(",")) and all(value)
     symbol, target, *_ = [*goal.split(), ""]
     if symbol not in COMPARISONS:
