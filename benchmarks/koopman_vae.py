@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from _training import quiet_trainer
 
 from sciml.data import TimeSeriesDataModule, sine_sequences
 from sciml.metrics import discriminative_score, predictive_score
@@ -110,14 +111,10 @@ def _train(data, *, w_pred, prior_kl, encoder, seed, cfg, accelerator, max_minut
         metrics={"enabled": False},
         optimizer={"lr": cfg["lr"]},
     )
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=cfg["epochs"],
         max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
         accelerator=accelerator,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
     )
     start = time.perf_counter()

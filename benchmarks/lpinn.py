@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from _training import quiet_trainer
 
 from sciml.data import ConvectionDiffusion1D, ConvectionDiffusionDataModule
 from sciml.models import PINN, LagrangianPINN, NonFiniteLossError
@@ -49,13 +50,9 @@ def goal(name: str, value: float, op: str, target: float) -> dict:
 def train(model: pl.LightningModule, data: ConvectionDiffusionDataModule) -> dict:
     """Fit until the model stops itself, then test; returns metrics and wall times."""
     pl.seed_everything(0, verbose=False)
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=-1,
         inference_mode=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         check_val_every_n_epoch=10**6,
     )
     start = time.perf_counter()

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from _training import quiet_trainer
 
 from sciml.data import HamiltonianMetaDataModule, HamiltonianSystem, get_hamiltonian_system
 from sciml.models import MetaHamiltonian, OptimizerConfig
@@ -165,16 +166,12 @@ def make_model(args: argparse.Namespace, mode: str, seed: int) -> MetaHamiltonia
 
 
 def fit(model: MetaHamiltonian, data: HamiltonianMetaDataModule, steps: int, args) -> float:
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_steps=steps,
         max_epochs=-1,
         accelerator=args.device,
         devices=1,
         inference_mode=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
     )
     start = time.perf_counter()

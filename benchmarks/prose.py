@@ -60,6 +60,7 @@ import numpy as np
 import pytorch_lightning as pl
 import sympy
 import torch
+from _training import quiet_trainer
 from scipy.signal import savgol_filter
 from torch.utils.data import DataLoader
 
@@ -165,13 +166,9 @@ def stlsq_sindy(
 
 def train(model: PROSE, data: ODEOperatorDataModule, steps: int) -> float:
     start = time.perf_counter()
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_steps=steps,
         inference_mode=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         gradient_clip_val=1.0,
     )
