@@ -6,12 +6,13 @@ seeds, so that no merged file in ``results/`` is assembled by hand::
 
     python benchmarks/merge_runs.py meta_hamiltonian RUN.json [RUN.json ...] \\
         [--reference FILE ...] --output benchmarks/results/NAME.json --command "..." --note "..."
-    python benchmarks/merge_runs.py prose RUN.json [RUN.json ...] --output ... --command "..."
+    python benchmarks/merge_runs.py prose RUN.json [RUN.json ...] [--reference FILE ...] \\
+        --output ... --command "..."
 
 A RUN may itself be a merged file: its runs are taken out of it, so merging again is idempotent.
-``--reference`` files (meta_hamiltonian only) count in the summary and the goals but are not
-copied, because they are result files of their own. Runs must share their settings (all but the
-seed, the held-out laws and the output path) and may not repeat a (law, seed) or a seed.
+``--reference`` files count in the summary and the goals but are not copied, because they are
+result files of their own. Runs must share their settings (all but the seed, the held-out laws
+and the output path) and may not repeat a (law, seed) or a seed.
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def law_summary(result: dict, seed: int) -> dict:
-    """One held-out law of one seed: the issue's ratios at k = 10 and two diagnostics."""
+    """One held-out law of one seed: the issue's ratios at k = 10, meta's MSE at k = 0, 1, 5, 10,
+    the rollout error ratio, the k = 0 and in-distribution ratios, and the oracle's MSE (trained
+    on the law itself)."""
     median = {
         arm: {key: _finite_or_inf(v) for key, v in values.items()}
         for arm, values in result["median"].items()
@@ -89,27 +92,53 @@ def law_summary(result: dict, seed: int) -> dict:
         arm: [_finite_or_inf(v) for v in values]
         for arm, values in result["validation_median_deriv_mse"].items()
     }
+    oracle = result.get("oracle_median_trained_on_held_out_type", {})
     return {
         "seed": seed,
         "meta_over_pretrained": _ratio(curve[-1], pretrained["deriv_mse_k10"]),
         "meta_over_scratch": _ratio(curve[-1], scratch["deriv_mse_k10"]),
+        "meta_curve": curve,
         "decreasing": all(b < a for a, b in itertools.pairwise(curve)),
         "meta_k0_over_pretrained_k0": _ratio(curve[0], pretrained["deriv_mse_k0"]),
         "in_distribution_meta_over_pretrained": _ratio(
             validation["meta"][-1], validation["pretrained"][-1]
         ),
+        "traj_rk4_meta_over_pretrained": _ratio(
+            meta["traj_rel_err_k10"], pretrained["traj_rel_err_k10"]
+        ),
+        "oracle_deriv_mse_k10": oracle.get("deriv_mse_k10"),
         "nonfinite": result.get("nonfinite_tasks"),
     }
 
 
 def mean_goal(name: str, values: list[float], target: float, seeds: list[int]) -> dict:
     mean = float(np.mean(values))
+    over = seeds_label(seeds) if len(seeds) == 1 else "mean over " + seeds_label(seeds)
     return {
-        "name": f"{name} (mean over {seeds_label(seeds)})",
+        "name": f"{name} ({over})",
         "value": mean,
         "per_seed": values,
         "goal": f"<= {target:g}",
         "met": bool(mean <= target),
+    }
+
+
+def decreasing_goal(law: str, rows: list[dict]) -> dict:
+    """The meta curve strictly decreasing in k: one seed shows its curve, several their flags."""
+    name = f"{law}: meta derivative MSE decreasing in k (0, 1, 5, 10)"
+    if len(rows) == 1:
+        return {
+            "name": f"{name} ({seeds_label([rows[0]['seed']])})",
+            "value": rows[0]["meta_curve"],
+            "goal": "strictly decreasing",
+            "met": rows[0]["decreasing"],
+        }
+    flags = [row["decreasing"] for row in rows]
+    return {
+        "name": f"{name} (every seed)",
+        "value": flags,
+        "goal": "true for " + seeds_label([row["seed"] for row in rows]),
+        "met": all(flags),
     }
 
 
@@ -132,7 +161,6 @@ def merge_meta_hamiltonian(runs: list[dict], references: list[dict]) -> dict:
     goals = []
     for law, rows in per_law.items():
         seeds = [row["seed"] for row in rows]
-        decreasing = [row["decreasing"] for row in rows]
         goals += [
             mean_goal(
                 f"{law}: meta / scratch derivative MSE at k=10",
@@ -146,12 +174,7 @@ def merge_meta_hamiltonian(runs: list[dict], references: list[dict]) -> dict:
                 0.9,
                 seeds,
             ),
-            {
-                "name": f"{law}: meta derivative MSE decreasing in k (0, 1, 5, 10) (every seed)",
-                "value": decreasing,
-                "goal": "true for " + seeds_label(seeds),
-                "met": all(decreasing),
-            },
+            decreasing_goal(law, rows),
         ]
     ratios = [row["meta_over_pretrained"] for rows in per_law.values() for row in rows]
     return {
@@ -169,12 +192,15 @@ def merge_meta_hamiltonian(runs: list[dict], references: list[dict]) -> dict:
 # --- prose ----------------------------------------------------------------------------------
 
 
-def merge_prose(runs: list[dict]) -> dict:
+def merge_prose(runs: list[dict], references: list[dict]) -> dict:
     """Every seed of every run side by side; means and goals over all of them."""
     from prose import goals_over_seeds, mean_over_seeds
 
-    check_same_settings([run["setup"] for run in runs], {"seeds"})
-    per_seed = sorted((seed for run in runs for seed in run["per_seed"]), key=lambda s: s["seed"])
+    everything = runs + references
+    check_same_settings([run["setup"] for run in everything], {"seeds"})
+    per_seed = sorted(
+        (seed for run in everything for seed in run["per_seed"]), key=lambda s: s["seed"]
+    )
     seeds = [run["seed"] for run in per_seed]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"a seed is in more than one run: {seeds}")
@@ -185,11 +211,16 @@ def merge_prose(runs: list[dict]) -> dict:
         for goal in goals_over_seeds(per_seed)
     ]
     ratios = [run["ratio_data_only"] for run in per_seed]
+    families = {}
+    for run in per_seed:
+        for family, scores in run.get("per_family", {}).items():
+            families.setdefault(family, []).append(scores["prose"] / scores["data_only"])
     return {
-        "setup": {**runs[0]["setup"], "seeds": seeds},
+        "setup": {**everything[0]["setup"], "seeds": seeds},
         "ratio_data_only": {"mean": float(np.mean(ratios)), "per_seed": ratios},
+        "ratio_data_only_per_family_per_seed": families,
         "mean_over_seeds": mean_over_seeds([{k: run[k] for k in keys} for run in per_seed]),
-        "per_seed": per_seed,
+        "runs": runs,
         "goals": goals,
     }
 
@@ -203,7 +234,7 @@ def main() -> None:
         type=Path,
         nargs="*",
         default=[],
-        help="result files counted in the goals but not copied (meta_hamiltonian)",
+        help="result files counted in the goals but not copied",
     )
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--mode", default="cpu")
@@ -211,15 +242,10 @@ def main() -> None:
     parser.add_argument("--note", default="")
     args = parser.parse_args()
 
-    if args.reference and args.benchmark != "meta_hamiltonian":
-        parser.error("--reference is for meta_hamiltonian")
+    merge = merge_meta_hamiltonian if args.benchmark == "meta_hamiltonian" else merge_prose
     try:
-        runs = load_runs(args.runs)
-        if args.benchmark == "meta_hamiltonian":
-            references = load_runs(args.reference) if args.reference else []
-            merged = merge_meta_hamiltonian(runs, references)
-        else:
-            merged = merge_prose(runs)
+        references = load_runs(args.reference) if args.reference else []
+        merged = merge(load_runs(args.runs), references)
     except ValueError as error:
         parser.error(str(error))
     report = {
