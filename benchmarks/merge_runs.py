@@ -144,6 +144,8 @@ def decreasing_goal(law: str, rows: list[dict]) -> dict:
 
 def merge_meta_hamiltonian(runs: list[dict], references: list[dict]) -> dict:
     """Per law and seed: the ratios; goals on the mean over each law's seeds."""
+    from meta_hamiltonian import POOL
+
     everything = runs + references
     check_same_settings([run["settings"] for run in everything], PER_PROCESS_SETTINGS)
     per_law: dict[str, list[dict]] = {}
@@ -153,8 +155,6 @@ def merge_meta_hamiltonian(runs: list[dict], references: list[dict]) -> dict:
             if any(row["seed"] == seed for row in per_law.get(law, [])):
                 raise ValueError(f"{law} seed {seed} is in more than one run")
             per_law.setdefault(law, []).append(law_summary(result, seed))
-    from meta_hamiltonian import POOL
-
     order = sorted(per_law, key=lambda law: (POOL.index(law) if law in POOL else len(POOL), law))
     per_law = {law: sorted(per_law[law], key=lambda row: row["seed"]) for law in order}
 
