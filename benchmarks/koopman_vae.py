@@ -33,13 +33,13 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from _training import quiet_trainer
 
 from sciml.data import TimeSeriesDataModule, sine_sequences
 from sciml.metrics import discriminative_score, predictive_score
 from sciml.models import KoopmanVAE
 
 from _report import machine, write_json
+from _training import quiet_trainer
 
 RESULTS = Path(__file__).parent / "results"
 #: TimeGAN's stock file beside the project (read if present; ``--stocks-csv`` overrides)

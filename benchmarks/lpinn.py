@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from _training import quiet_trainer
 
 from sciml.data import ConvectionDiffusion1D, ConvectionDiffusionDataModule
 from sciml.models import PINN, LagrangianPINN, NonFiniteLossError
 
 from _report import machine, print_goals, write_json
+from _training import quiet_trainer
 
 RESULTS = Path(__file__).parent / "results" / "lpinn.json"
 

@@ -42,12 +42,12 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from _training import quiet_trainer
 
 from sciml.data import HamiltonianMetaDataModule, HamiltonianSystem, get_hamiltonian_system
 from sciml.models import MetaHamiltonian, OptimizerConfig
 
 from _report import machine, write_json
+from _training import quiet_trainer
 
 RESULTS = Path(__file__).parent / "results" / "meta_hamiltonian.json"
 POOL = (

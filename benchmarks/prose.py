@@ -60,7 +60,6 @@ import numpy as np
 import pytorch_lightning as pl
 import sympy
 import torch
-from _training import quiet_trainer
 from scipy.signal import savgol_filter
 from torch.utils.data import DataLoader
 
@@ -74,6 +73,7 @@ from sciml.models import PROSE, OptimizerConfig, ProseSizes
 from sciml.symbolic import expressions_to_prefix
 
 from _report import machine, write_json
+from _training import quiet_trainer
 
 RESULTS = Path(__file__).parent / "results" / "prose.json"
 NOISE_LEVELS = (0.0, 0.02, 0.05, 0.1)
