@@ -205,11 +205,6 @@ def merge_prose(runs: list[dict], references: list[dict]) -> dict:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"a seed is in more than one run: {seeds}")
     keys = ("continuation_rel_l2", "equations", "noise", "symbol_input")
-    label = f"(mean over {seeds_label(seeds)})"
-    goals = [
-        {**goal, "name": goal["name"].replace("(mean over seeds)", label)}
-        for goal in goals_over_seeds(per_seed)
-    ]
     ratios = [run["ratio_data_only"] for run in per_seed]
     families = {}
     for run in per_seed:
@@ -221,7 +216,7 @@ def merge_prose(runs: list[dict], references: list[dict]) -> dict:
         "ratio_data_only_per_family_per_seed": families,
         "mean_over_seeds": mean_over_seeds([{k: run[k] for k in keys} for run in per_seed]),
         "runs": runs,
-        "goals": goals,
+        "goals": goals_over_seeds(per_seed, over=seeds_label(seeds)),
     }
 
 

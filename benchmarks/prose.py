@@ -372,23 +372,24 @@ def mean_over_seeds(runs: list[dict]) -> object:
     return float(np.mean(runs))
 
 
-def goals_over_seeds(runs: list[dict]) -> list[dict]:
-    """The issue's three goals, each judged on the mean over the finished seeds."""
+def goals_over_seeds(runs: list[dict], over: str = "seeds") -> list[dict]:
+    """The issue's three goals, each judged on the mean over the finished seeds; ``over`` names
+    them in the goal names ("seeds 0, 1, 2" for a merge)."""
     return [
         goal(
-            "PROSE valid-equation fraction (mean over seeds)",
+            f"PROSE valid-equation fraction (mean over {over})",
             float(np.mean([run["equations"]["valid_fraction"] for run in runs])),
             ">=",
             0.95,
         ),
         goal(
-            "PROSE continuation rel-L2 / data-only (mean over seeds)",
+            f"PROSE continuation rel-L2 / data-only (mean over {over})",
             float(np.mean([run["ratio_data_only"] for run in runs])),
             "<=",
             0.9,
         ),
         goal(
-            "PROSE continuation rel-L2 / last-value (mean over seeds)",
+            f"PROSE continuation rel-L2 / last-value (mean over {over})",
             float(np.mean([run["ratio_last_value"] for run in runs])),
             "<=",
             0.5,
