@@ -210,10 +210,10 @@ def test_to_eulerian_warns_when_characteristics_cross():
 
 def _trainer(**kwargs):
     kwargs.setdefault("logger", False)
+    kwargs.setdefault("enable_checkpointing", False)
     return pl.Trainer(
         max_epochs=-1,
         inference_mode=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         check_val_every_n_epoch=10**6,
@@ -267,6 +267,21 @@ def test_problem_mismatch_and_bad_options():
         LagrangianPINN(characteristic_prior="straight")
     with pytest.raises(ValueError, match="line_search_fn"):
         LagrangianPINN(lbfgs={"line_search_fn": "armijo"})
+
+
+def test_checkpoint_of_a_data_module_built_in_python_loads_weights_only(tmp_path):
+    # The problem object goes into the data module's hyperparameters; a checkpoint is read back
+    # with weights_only=True, which refuses a pickled dataclass.
+    problem = ConvectionDiffusion1D(velocity="30", nu=0.01)
+    data = ConvectionDiffusionDataModule(problem, n_x=8, n_t=4)
+    model = LagrangianPINN(problem, adam_steps=2, lbfgs={"max_iter": 0})
+    trainer = _trainer()
+    trainer.fit(model, data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)["datamodule_hyper_parameters"]
+    assert ConvectionDiffusionDataModule(**saved).problem == problem
+    _trainer().test(model, data, ckpt_path=path, verbose=False)
 
 
 def test_fit_then_test_from_the_saved_config_and_checkpoint(in_tmp_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .._settings import as_plain
 
 __all__ = ["EpochSeededSampler", "ProblemDataModule", "TensorDictDataset"]
 
@@ -95,6 +98,17 @@ class ProblemDataModule(pl.LightningDataModule, abc.ABC):
         self.num_workers = num_workers
         self.cache_dir = cache_dir
         self.splits: dict[str, TensorDictDataset] = {}
+
+    def save_hyperparameters(self, *args: Any, frame: Any = None, **kwargs: Any) -> None:
+        """Lightning's ``save_hyperparameters``, with settings dataclasses stored as dicts.
+
+        A checkpoint is read with ``weights_only=True``, which refuses a pickled dataclass such
+        as a :class:`ConvectionDiffusion1D` passed from Python; every data module accepts the
+        dict in its place.
+        """
+        super().save_hyperparameters(*args, frame=frame or inspect.currentframe().f_back, **kwargs)
+        for name, value in self._hparams.items():
+            self._hparams[name] = as_plain(value)
 
     @abc.abstractmethod
     def generate(self) -> dict[str, torch.Tensor]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 
+from .._settings import as_plain
 from ..regularizers import AbstractRegularizer, as_regularizer
 
 __all__ = ["NonFiniteLossError", "OptimizerConfig", "Task"]
@@ -94,7 +95,7 @@ class Task(pl.LightningModule, abc.ABC):
         # Checkpoints are loaded with ``weights_only=True``: settings dataclasses go in as plain
         # dicts, which every Task's ``__init__`` turns back into the dataclass.
         if "hyper_parameters" in checkpoint:
-            checkpoint["hyper_parameters"] = _plain(dict(checkpoint["hyper_parameters"]))
+            checkpoint["hyper_parameters"] = as_plain(dict(checkpoint["hyper_parameters"]))
 
     def logs_this_step(self) -> bool:
         """Whether the loggers receive this training step's values: every
@@ -193,17 +194,6 @@ class Task(pl.LightningModule, abc.ABC):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
-
-
-def _plain(value: Any) -> Any:
-    """Dataclasses (nested in dicts/lists too) as dicts."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    return value
 
 
 def _batch_size(batch: Any) -> int | None:
