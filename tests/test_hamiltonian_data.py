@@ -118,6 +118,18 @@ def test_user_hamiltonian_from_a_mapping_and_clear_errors():
         )
     with pytest.raises(SymbolicParseError, match="not a valid expression"):
         parse_hamiltonian("p**2 +* q", coordinates=["q"], momenta=["p"])
+    # |q| differentiates to sign(q) (the coordinates are real), not to re/im expressions
+    v_shaped = make_hamiltonian_system(
+        {
+            "hamiltonian": "p**2/2 + k*Abs(q)",
+            "coordinates": ["q"],
+            "momenta": ["p"],
+            "parameters": {"k": [1.0, 2.0]},
+            "name": "v_shaped",
+        }
+    )
+    states = np.array([[0.5, 1.0], [-0.5, 2.0]])
+    np.testing.assert_allclose(v_shaped.derivatives(states, {"k": 1.5}), [[1.0, -1.5], [2.0, 1.5]])
     with pytest.raises(ValueError, match="registered"):
         get_hamiltonian_system("no_such_system")
     with pytest.raises(ValueError, match="needs 'hamiltonian'"):

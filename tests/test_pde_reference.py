@@ -80,6 +80,10 @@ def test_parser_accepts_the_class(equation, velocity, nu, source):
         ("u*u_t + u_x", "coefficient of u_t must be a constant"),
         ("u_t + u_xxx", "unknown symbols"),
         ("u_t + u_x +* 2", "not a valid expression"),
+        # sympy alone would evaluate these derivatives of a symbol to 0, dropping the term
+        ("u_t + 50*u_x = 0.01*Derivative(u, x, 2)", "unknown functions \\['Derivative'\\]"),
+        ("u_t + diff(u, x)*u", "unknown functions \\['diff'\\]"),
+        ("u_t + sqrt(u_x**2)", "source .* contains \\['u_x'\\]"),
     ],
 )
 def test_parser_rejects_other_equations(equation, message):
@@ -100,6 +104,8 @@ def test_problem_from_equation_and_validation():
         ConvectionDiffusion1D(u0="x")
     with pytest.raises(ValueError, match=r"problem\.nu"):
         ConvectionDiffusion1D(nu=-1.0)
+    with pytest.raises(ValueError, match="must be finite"):
+        ConvectionDiffusion1D(nu=float("nan"))
     with pytest.raises(SymbolicParseError, match=r"problem.velocity .*unknown symbols \['y'\]"):
         ConvectionDiffusion1D(velocity="y*u")
     with pytest.raises(ValueError, match=r"unknown reference method 'exact'.*fourier"):

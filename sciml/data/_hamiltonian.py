@@ -20,7 +20,7 @@ import sympy
 import torch
 from scipy.integrate import solve_ivp
 
-from ..symbolic import SymbolicHamiltonian, parse_hamiltonian
+from ..symbolic import SymbolicHamiltonian, parse_expressions, parse_hamiltonian
 from ._base import ProblemDataModule, TensorDictDataset
 
 __all__ = [
@@ -124,20 +124,12 @@ class HamiltonianSystem:
         if self.max_energy is None:
             return None
         symbols = [sympy.Symbol(name) for name in self.parameters]
-        try:
-            expr = sympy.sympify(
-                self.max_energy, locals=dict(zip(self.parameters, symbols, strict=True))
-            )
-        except (sympy.SympifyError, SyntaxError, TypeError) as err:
-            raise ValueError(
-                f"system {self.name!r}: max_energy {self.max_energy!r}: {err}"
-            ) from err
-        unknown = sorted(str(s) for s in expr.free_symbols if str(s) not in self.parameters)
-        if unknown:
-            raise ValueError(
-                f"system {self.name!r}: max_energy uses unknown symbols {unknown}; "
-                f"allowed: parameters {sorted(self.parameters)}"
-            )
+        (expr,) = parse_expressions(
+            [self.max_energy],
+            variables=(),
+            parameters=dict(zip(self.parameters, symbols, strict=True)),
+            where=f"system {self.name!r}: max_energy",
+        )
         return sympy.lambdify(symbols, expr, modules="numpy")
 
     @cached_property

@@ -30,6 +30,7 @@ from ..symbolic import (
     PrefixVocabulary,
     corrupt_terms,
     expressions_to_prefix,
+    parse_expressions,
     round_significant,
     skeleton,
 )
@@ -158,9 +159,13 @@ class EquationFamily:
         parameters = {sympy.Symbol(p) for p in system.parameters}
         time = sympy.Symbol("t")
         components = []
-        for text in system.rhs:
-            names = {str(s): s for s in (*state, *parameters, time)}
-            expr = sympy.expand(sympy.sympify(text, locals=names))
+        parsed = parse_expressions(
+            system.rhs,
+            variables=(*system.state, "t"),
+            parameters={str(p): p for p in parameters},
+            where=f"family {name!r}: rhs",
+        )
+        for expr in map(sympy.expand, parsed):
             grouped: dict[sympy.Expr, sympy.Expr] = {}
             for term in sympy.Add.make_args(expr):
                 coefficient, monomial = term.as_independent(*state, time, as_Add=False)

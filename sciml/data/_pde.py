@@ -61,6 +61,11 @@ class ConvectionDiffusion1D:
     t_final: float = 1.0
 
     def __post_init__(self) -> None:
+        if not all(math.isfinite(v) for v in (self.nu, self.length, self.t_final)):
+            raise ValueError(
+                "problem.nu, problem.length and problem.t_final must be finite, got "
+                f"{self.nu}, {self.length} and {self.t_final}"
+            )
         if self.nu < 0:
             raise ValueError(f"problem.nu must be >= 0, got {self.nu}")
         if self.length <= 0 or self.t_final <= 0:

@@ -65,7 +65,12 @@ def parse_hamiltonian(
         parameters={name: sympy.Symbol(name) for name in parameters},
         where=where,
     )
-    q = symbols[: len(coordinates)]
-    p = symbols[len(coordinates) : 2 * len(coordinates)]
-    field = [sympy.diff(energy, pi) for pi in p] + [-sympy.diff(energy, qi) for qi in q]
-    return SymbolicHamiltonian(energy, field, symbols)
+    # Differentiate with real symbols, so that d|q|/dq is sign(q) rather than an expression in
+    # re(q) and im(q), then return to the plain symbols the rest of sciml uses.
+    real = {s: sympy.Symbol(s.name, real=True) for s in symbols}
+    back = {r: s for s, r in real.items()}
+    real_energy = energy.xreplace(real)
+    q = [real[s] for s in symbols[: len(coordinates)]]
+    p = [real[s] for s in symbols[len(coordinates) : 2 * len(coordinates)]]
+    field = [sympy.diff(real_energy, pi) for pi in p] + [-sympy.diff(real_energy, qi) for qi in q]
+    return SymbolicHamiltonian(energy, [f.xreplace(back) for f in field], symbols)

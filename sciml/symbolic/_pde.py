@@ -95,4 +95,11 @@ def parse_convection_diffusion(
             "(ill-posed forward in time)"
         )
     source = sympy.simplify(-(expr - u_t - velocity * u_x + nu * u_xx))
+    for name, term in (("velocity", velocity), ("source", source)):
+        inside = sorted(str(d) for d in term.free_symbols & set(derivatives))
+        if inside:
+            raise SymbolicParseError(
+                f"equation {equation!r}: the {name} {term} contains {inside}; the class "
+                "u_t + f(u, x, t)*u_x = nu*u_xx + s(u, x, t) is linear in every derivative"
+            )
     return ConvectionDiffusionTerms(velocity=velocity, nu=nu, source=source)
