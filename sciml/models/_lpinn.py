@@ -227,7 +227,9 @@ class LagrangianPINN(PhysicsInformedTask):
         the interpolation is meaningless there).
         """
         n = n_labels or max(len(x), 256)
-        labels = torch.linspace(0.0, self.problem.length, n + 1, dtype=x.dtype)[:-1]
+        labels = torch.linspace(0.0, self.problem.length, n + 1, dtype=x.dtype, device=x.device)[
+            :-1
+        ]
         t_grid, xi = (a.ravel() for a in torch.meshgrid(t, labels, indexing="ij"))
         xi = xi.detach().requires_grad_(True)
         x_pos, u_val = self(xi, t_grid)

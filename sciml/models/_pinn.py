@@ -187,7 +187,7 @@ class PINN(PhysicsInformedTask):
         chunks = self.hparams.causal_chunks
         index = torch.clamp(((t.detach() - start) / span * chunks).long(), 0, chunks - 1)
         squared = residual**2
-        totals = torch.zeros(chunks, dtype=squared.dtype).index_add(0, index, squared)
+        totals = squared.new_zeros(chunks).index_add(0, index, squared)
         counts = torch.bincount(index, minlength=chunks).clamp(min=1).to(squared.dtype)
         chunk_losses = totals / counts
         previous = torch.cumsum(chunk_losses.detach(), 0) - chunk_losses.detach()  # exclusive
@@ -196,7 +196,7 @@ class PINN(PhysicsInformedTask):
 
     def _boundary_loss(self, t: torch.Tensor, window: int) -> torch.Tensor:
         if self.embedding is not None:
-            return torch.zeros((), dtype=t.dtype)
+            return t.new_zeros(())
         left = torch.zeros_like(t, requires_grad=self.problem.nu > 0)
         right = torch.full_like(t, self.problem.length, requires_grad=self.problem.nu > 0)
         u_left, u_right = self._net_output(window, left, t), self._net_output(window, right, t)
