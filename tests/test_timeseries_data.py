@@ -203,6 +203,20 @@ def test_cache_roundtrip(tmp_path):
     assert torch.equal(data.scaler.scale, cached.scaler.scale)
 
 
+def test_cache_of_a_csv_follows_the_file_contents(tmp_path):
+    table = tmp_path / "series.csv"
+    table.write_text("a,b\n" + "\n".join(f"{i},{i % 7}" for i in range(60)))
+    settings = dict(csv_path=str(table), seq_len=5, scaling="none", cache_dir=str(tmp_path))
+    first = TimeSeriesDataModule("csv", **settings)
+    first.setup()
+    first_path = first.cache_path()
+    table.write_text("a,b\n" + "\n".join(f"{10 * i},{i % 7}" for i in range(60)))
+    edited = TimeSeriesDataModule("csv", **settings)
+    edited.setup()
+    assert edited.cache_path() != first_path
+    assert float(edited.splits["train"].tensors["x"][..., 0].max()) > 100
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="dataset"):
         TimeSeriesDataModule("energy")

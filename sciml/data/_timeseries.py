@@ -283,6 +283,14 @@ class TimeSeriesDataModule(ProblemDataModule):
         self.setup()
         return self.scaler.inverse_transform(x)
 
+    def cache_key(self) -> str:
+        key = super().cache_key()
+        if self.hparams.dataset not in ("stocks", "csv"):
+            return key
+        # The path does not identify the data: an edited file must not be served from the cache.
+        digest = hashlib.sha256(_resolve(self.hparams.csv_path).read_bytes()).hexdigest()
+        return hashlib.sha256(f"{key}:{digest}".encode()).hexdigest()[:16]
+
     def _read_csv(self) -> np.ndarray:
         hp = self.hparams
         path = _resolve(hp.csv_path)

@@ -48,11 +48,13 @@ class _GRUHead(nn.Module):
 @contextmanager
 def _trainable(seed: int) -> Iterator[None]:
     # The metrics train networks: they must work inside Lightning's inference-mode test loop and
-    # must neither depend on nor disturb the caller's global random state.
+    # must neither depend on nor disturb the caller's global random state, on the CPU and on
+    # every GPU (manual_seed reseeds them all).
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with (
         torch.inference_mode(False),
         torch.enable_grad(),
-        torch.random.fork_rng(devices=[]),
+        torch.random.fork_rng(devices=gpus),
     ):
         torch.manual_seed(seed)
         yield

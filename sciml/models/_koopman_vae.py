@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from ..metrics import discriminative_score, predictive_score
@@ -401,8 +402,16 @@ class KoopmanVAE(Task):
             return
         real = torch.cat(self._test_real)[: config.max_sequences]
         self._test_real = []
-        if not bool(torch.isfinite(real).all()) or real.shape[-1] < 2:
-            return  # the scores need complete sequences with at least two features
+        # The scores compare complete sequences (the data's own NaNs are dropped, not imputed)
+        # and the predictive score needs a second feature to predict the last one from.
+        real = real[torch.isfinite(real).flatten(1).all(dim=1)]
+        if len(real) < 2 or real.shape[-1] < 2:
+            rank_zero_warn(
+                "KoopmanVAE: test/disc_score and test/pred_score are not computed: they need at "
+                f"least two complete test sequences with two features, got {len(real)} with "
+                f"{real.shape[-1]}"
+            )
+            return
         generator = torch.Generator(device=real.device).manual_seed(config.seed)
         fake = self.generate(len(real), generator=generator)
         disc = discriminative_score(
