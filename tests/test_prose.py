@@ -1,5 +1,7 @@
 """PROSE: transformer masks, operator-query independence, data module, metrics, training."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -335,3 +337,32 @@ def test_fit_then_test_from_the_saved_config_and_checkpoint(in_tmp_dir):
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, rel=1e-6, nan_ok=True), name
     assert rebuilt.model.hparams.sizes == fit.model.hparams.sizes
+
+
+def test_equation_scores_of_a_batch_do_not_depend_on_earlier_calls():
+    # val/test scores must be the same right after fit and from `sciml test --ckpt_path`
+    data = ODEOperatorDataModule(["exponential_decay"], n_train=4, n_val=4, n_test=4, batch_size=4)
+    data.setup()
+    batch = next(iter(data.test_dataloader()))
+    model = PROSE(max_dim=1, sizes=TINY)
+    tokens = [["u_0"]] * len(batch["target"])  # u' = u: valid, and wrong at the check states
+    first = model.score(batch, tokens, solve=False)
+    assert first["valid_fraction"] == 1 and first["rhs_rel_l2"] > 0
+    assert first == model.score(batch, tokens, solve=False)
+
+
+def test_warm_up_combines_with_the_per_epoch_exponential_decay():
+    model = PROSE(
+        max_dim=2,
+        sizes=TINY,
+        optimizer=OptimizerConfig(lr=1e-3, scheduler="exponential", gamma=0.5),
+        warmup_steps=4,
+    )
+    model.trainer = SimpleNamespace(estimated_stepping_batches=100, current_epoch=0)
+    scheduler = model.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert scheduler.get_last_lr()[0] == pytest.approx(2.5e-4)  # first warm-up step
+    model.trainer.current_epoch = 3
+    for _ in range(5):
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] == pytest.approx(1e-3 * 0.5**3)

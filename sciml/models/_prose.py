@@ -142,7 +142,6 @@ class PROSE(Task):
         self.decodes_symbols = multimodal and symbol_output
         if self.decodes_symbols:
             self.symbol_decoder = SymbolDecoder(vocab, w, h, sizes.symbol_decoder, f, symbol_length)
-        self._score_rng = np.random.default_rng(0)
 
     def setup(self, stage: str) -> None:
         datamodule = (
@@ -284,7 +283,7 @@ class PROSE(Task):
             t_solve=np.concatenate([[0.0], batch["t_out"][0].double().cpu().numpy()]),
             targets=batch["u_out"].double().cpu().numpy(),
             target_times=batch["t_out"][0].double().cpu().numpy(),
-            rng=self._score_rng,
+            rng=np.random.default_rng(0),  # scores depend on the batch and weights only
             solve=solve,
         )
         summary = scores.summary()
@@ -309,13 +308,13 @@ class PROSE(Task):
 
         def factor(step: int) -> float:
             ramp = min(1.0, (step + 1) / warmup)
+            if config.scheduler == "exponential":  # the decay stays per epoch, as without warm-up
+                return ramp * config.gamma**self.trainer.current_epoch
             if config.scheduler != "cosine":
                 return ramp
             progress = min(1.0, max(0.0, (step - warmup) / max(total - warmup, 1)))
             return ramp * 0.5 * (1 + math.cos(math.pi * progress))
 
-        if config.scheduler == "exponential":
-            return configured  # per-epoch decay; warm-up is only combined with step schedules
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
             "optimizer": optimizer,
