@@ -32,6 +32,7 @@ from torch import nn
 from ..metrics import energy_distance, relative_frobenius_error, wasserstein2
 from ..nn import (
     DriftFamily,
+    IPFBridge,
     LinearDrift,
     LotkaVolterraDrift,
     PotentialDrift,
@@ -557,10 +558,35 @@ class SchrodingerBridge(Task):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["sbirr_history"] = [dict(record) for record in self.history]
+        # Neural bridges are warm-started from one refit to the next, so refitting them after a
+        # load would not give the same bridges: they are saved with the marginals they join.
+        # (Linear-backend bridges are recomputed exactly from the reference.)
+        checkpoint["sbirr_ipf_bridges"] = {
+            "times": self._times,
+            "snapshots": self._snapshots,
+            "bridges": {
+                k: {"version": version, **bridge.state_dict()}
+                for k, (version, bridge) in self._bridges.items()
+                if isinstance(bridge, IPFBridge)
+            },
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("sbirr_history", []))
         self._bridges = {}
+        saved = checkpoint.get("sbirr_ipf_bridges")
+        if not saved or not saved["bridges"]:
+            return
+        if not self._snapshots:  # loaded outside a trainer: the marginals the bridges join
+            self.set_snapshots(saved["times"], saved["snapshots"])
+        same = self._times == saved["times"] and all(
+            torch.equal(a, b) for a, b in zip(self._snapshots, saved["snapshots"], strict=True)
+        )
+        if same:
+            self._bridges = {
+                k: (state["version"], IPFBridge.from_state_dict(state))
+                for k, state in saved["bridges"].items()
+            }
 
 
 def _make_family(family: str, dim: int) -> DriftFamily:

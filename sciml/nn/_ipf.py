@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,6 +73,31 @@ class IPFBridge:
         return simulate_euler_maruyama(
             drift, start.double(), self.times, sigma, backward=backward, generator=generator
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The networks' weights, their sizes and the paths, as tensors and plain data (for
+        checkpoints read with ``weights_only=True``)."""
+        linears = [m for m in self.forward_drift.net.modules() if isinstance(m, nn.Linear)]
+        return {
+            "gap": self.forward_drift.gap,
+            "hidden_dims": [m.out_features for m in linears[:-1]],
+            "forward_drift": self.forward_drift.state_dict(),
+            "backward_drift": self.backward_drift.state_dict(),
+            "forward_paths": self.forward_paths,
+            "backward_paths": self.backward_paths,
+            "times": self.times,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> IPFBridge:
+        """The bridge :meth:`state_dict` describes."""
+        dim, device = state["forward_paths"].shape[-1], state["times"].device
+        nets = []
+        for name, sign in (("forward_drift", 1.0), ("backward_drift", -1.0)):
+            net = _BridgeDrift(dim, state["gap"], tuple(state["hidden_dims"]), sign=sign)
+            net.load_state_dict(state[name])
+            nets.append(net.to(device))
+        return cls(*nets, state["forward_paths"], state["backward_paths"], state["times"])
 
 
 def _regress_drift(
@@ -148,8 +174,14 @@ def ipf_bridge(
         forward_net = copy.deepcopy(warm_start.forward_drift)
         backward_net = copy.deepcopy(warm_start.backward_drift)
     else:
-        forward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=1.0).to(x0.device)
-        backward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=-1.0).to(x0.device)
+        with torch.random.fork_rng(devices=[]):
+            # the initial weights come from ``generator`` too: a seeded fit is reproducible
+            # whatever the global random state
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))
+            forward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=1.0)
+            backward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=-1.0)
+        forward_net, backward_net = forward_net.to(x0.device), backward_net.to(x0.device)
     bridge = IPFBridge(forward_net, backward_net, x0[:, None], x1[:, None], times)
     # IPF starts from the reference process itself, never from a warm-started drift: the first
     # path measure defines the reference of the bridge (starting from an old bridge's drift
