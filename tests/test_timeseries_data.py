@@ -1,4 +1,5 @@
 import hashlib
+import itertools
 
 import numpy as np
 import pytest
@@ -215,6 +216,24 @@ def test_cache_of_a_csv_follows_the_file_contents(tmp_path):
     edited.setup()
     assert edited.cache_path() != first_path
     assert float(edited.splits["train"].tensors["x"][..., 0].max()) > 100
+
+
+def test_chronological_split_of_a_series_shares_no_row_between_splits():
+    series = np.stack([np.arange(200.0), np.arange(200.0) % 7], axis=1)  # row i holds i
+
+    def rows(split):
+        data = TimeSeriesDataModule.from_array(
+            series, seq_len=6, scaling="none", series_split=split
+        )
+        data.setup()
+        return {k: set(v.tensors["x"][..., 0].flatten().tolist()) for k, v in data.splits.items()}
+
+    chronological = rows("chronological")
+    for a, b in itertools.combinations(chronological.values(), 2):
+        assert not a & b
+    assert set().union(*chronological.values()) == set(range(200))  # nothing else is lost
+    shuffled = rows("shuffled")  # TimeGAN's protocol: held-out windows overlap training ones
+    assert shuffled["test"] & shuffled["train"]
 
 
 def test_bad_arguments_are_named():

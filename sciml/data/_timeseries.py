@@ -185,6 +185,12 @@ class TimeSeriesDataModule(ProblemDataModule):
         missing_seed: seed of the row-dropping generator.
         scaling: ``"auto"`` (min-max except for sines), ``"minmax"`` or ``"none"``.
         val_fraction, test_fraction: fractions of sequences held out.
+        series_split: how a long series (stocks, csv, 2-D arrays) is split. ``"shuffled"``
+            follows TimeGAN: the overlapping windows are shuffled, then split, so validation and
+            test windows share rows with training windows (their scores measure fidelity to the
+            data, not generalisation). ``"chronological"``: training, validation and test are
+            consecutive stretches of the series, with the ``seq_len - 1`` windows that straddle
+            two stretches dropped, so no row is in two splits.
         seed, batch_size, eval_batch_size, num_workers, cache_dir: see
             :class:`ProblemDataModule`.
     """
@@ -206,6 +212,7 @@ class TimeSeriesDataModule(ProblemDataModule):
         scaling: Literal["auto", "minmax", "none"] = "auto",
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
+        series_split: Literal["shuffled", "chronological"] = "shuffled",
         seed: int = 0,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
@@ -226,6 +233,10 @@ class TimeSeriesDataModule(ProblemDataModule):
             raise ValueError(f"data.scaling must be 'auto', 'minmax' or 'none', got {scaling!r}")
         if seq_len < 2:
             raise ValueError(f"data.seq_len must be >= 2, got {seq_len}")
+        if series_split not in ("shuffled", "chronological"):
+            raise ValueError(
+                f"data.series_split must be 'shuffled' or 'chronological', got {series_split!r}"
+            )
         if not 0 <= missing_rate < 1:
             raise ValueError(f"data.missing_rate must lie in [0, 1), got {missing_rate}")
         if dataset in ("stocks", "csv") and csv_path is None:
@@ -339,9 +350,9 @@ class TimeSeriesDataModule(ProblemDataModule):
             if hp.missing_rate > 0:
                 observed = drop_rows(full, hp.missing_rate, generator=generator, per_sequence=False)
             x_full, x = sliding_windows(full, hp.seq_len), sliding_windows(observed, hp.seq_len)
-            # TimeGAN shuffles the (overlapping) windows.
-            order = torch.from_numpy(np.random.RandomState(hp.seed).permutation(len(x)))
-            x_full, x = x_full[order], x[order]
+            if hp.series_split == "shuffled":  # TimeGAN shuffles the (overlapping) windows
+                order = torch.from_numpy(np.random.RandomState(hp.seed).permutation(len(x)))
+                x_full, x = x_full[order], x[order]
         else:
             x_full = full
             x = full
@@ -356,6 +367,10 @@ class TimeSeriesDataModule(ProblemDataModule):
             "mask": mask.float(),
             "scaler_minimum": scaler.minimum.float(),
             "scaler_scale": scaler.scale.float(),
+            # windows dropped between two chronological splits, so that none shares a row
+            "split_gap": torch.tensor(
+                hp.seq_len - 1 if is_series and hp.series_split == "chronological" else 0
+            ),
         }
         if not bool(mask.all()):
             data["coeffs"] = natural_cubic_spline_coeffs(x).float()
@@ -364,14 +379,19 @@ class TimeSeriesDataModule(ProblemDataModule):
     def split(self, data: dict[str, torch.Tensor]) -> dict[str, TensorDictDataset]:
         data = dict(data)
         self.scaler = MinMaxScaler(data.pop("scaler_minimum"), data.pop("scaler_scale"))
+        gap = int(data.pop("split_gap", 0))
         n = len(data["x"])
-        n_val = max(1, round(self.hparams.val_fraction * n))
-        n_test = max(1, round(self.hparams.test_fraction * n))
-        if n - n_val - n_test < 1:
-            raise ValueError(f"{n} sequences are too few for a train/val/test split")
+        n_val = max(1, round(self.hparams.val_fraction * (n - 2 * gap)))
+        n_test = max(1, round(self.hparams.test_fraction * (n - 2 * gap)))
+        n_train = n - n_val - n_test - 2 * gap
+        if n_train < 1:
+            raise ValueError(
+                f"{n} sequences are too few for a train/val/test split"
+                + (f" with {gap} windows dropped between splits" if gap else "")
+            )
         bounds = {
-            "train": slice(0, n - n_val - n_test),
-            "val": slice(n - n_val - n_test, n - n_test),
+            "train": slice(0, n_train),
+            "val": slice(n_train + gap, n_train + gap + n_val),
             "test": slice(n - n_test, n),
         }
         return {
