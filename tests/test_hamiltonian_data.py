@@ -134,6 +134,13 @@ def test_user_hamiltonian_from_a_mapping_and_clear_errors():
         get_hamiltonian_system("no_such_system")
     with pytest.raises(ValueError, match="needs 'hamiltonian'"):
         make_hamiltonian_system({"coordinates": ["q"]})
+    base = {"hamiltonian": "p**2 + k*q**2", "coordinates": ["q"], "momenta": ["p"]}
+    with pytest.raises(ValueError, match=r"parameters must map each name"):
+        make_hamiltonian_system({**base, "parameters": ["k"]})
+    with pytest.raises(ValueError, match=r"parameter 'k' must be a number or a \[low, high\]"):
+        make_hamiltonian_system({**base, "parameters": {"k": [1, 2, 3]}})
+    with pytest.raises(ValueError, match="coordinates must be a list of names"):
+        make_hamiltonian_system({**base, "coordinates": "q", "parameters": {"k": 1.0}})
     with pytest.raises(ValueError, match="initial_state"):
         HamiltonianSystem(
             name="x", hamiltonian="p**2", coordinates=("q",), momenta=("p",), initial_state="grid"

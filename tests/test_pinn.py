@@ -178,3 +178,11 @@ def test_model_and_data_must_pose_the_same_problem(model_class):
     model = model_class(ConvectionDiffusion1D(velocity="30"), adam_steps=1)
     with pytest.raises(ValueError, match=r"differs from data\.problem"):
         _fit(model, data)
+
+
+def test_evaluation_under_inference_mode_says_what_to_change():
+    problem = ConvectionDiffusion1D(velocity="1")
+    data = ConvectionDiffusionDataModule(problem, n_x=8, n_t=4, test_n_x=8, test_n_t=4)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(RuntimeError, match=r"inference_mode=False"):
+        trainer.test(PINN(problem, hidden_dims=(8,)), data, verbose=False)

@@ -209,6 +209,11 @@ def test_bad_settings_are_named():
         SnapshotDataModule("rotation_ou", held_out=[0.0])
     with pytest.raises(ValueError, match=r"data\.system"):
         SnapshotDataModule("lorenz")
+    model = SchrodingerBridge(state_dim=2)
+    with pytest.raises(ValueError, match=r"model\.state_dim=2; got shapes \[\(5, 3\), \(5, 3\)\]"):
+        model.set_snapshots([0.0, 1.0], [torch.zeros(5, 3), torch.zeros(5, 3)])
+    with pytest.raises(ValueError, match=r"non-empty \(n_k, d\)"):
+        model.set_snapshots([0.0, 1.0], [torch.zeros(5), torch.zeros(5)])
 
 
 def test_exact_snapshots_have_the_ou_marginals():

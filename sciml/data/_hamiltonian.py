@@ -300,14 +300,31 @@ def make_hamiltonian_system(spec: str | Mapping[str, Any] | HamiltonianSystem) -
             f"'momenta' (and optionally 'name', 'parameters', ...); got keys {sorted(spec)}"
         )
     spec.setdefault("name", spec["hamiltonian"])
-    spec["parameters"] = {
-        k: (float(v) if isinstance(v, (int, float)) else tuple(float(x) for x in v))
-        for k, v in dict(spec.get("parameters") or {}).items()
-    }
+    where = f"Hamiltonian system {spec['name']!r}"
+    parameters = spec.get("parameters") or {}
+    if not isinstance(parameters, Mapping):
+        raise ValueError(
+            f"{where}: parameters must map each name to a value or a [low, high] range, e.g. "
+            f"{{k: [0.5, 2.0]}}; got {parameters!r}"
+        )
+    spec["parameters"] = {k: _parameter_range(k, v, where) for k, v in parameters.items()}
+    for key in ("coordinates", "momenta"):
+        if isinstance(spec[key], str):
+            raise ValueError(f"{where}: {key} must be a list of names, got {spec[key]!r}")
     for key in ("coordinates", "momenta", "t_span"):
         if key in spec:
             spec[key] = tuple(spec[key])
     return HamiltonianSystem(**spec)
+
+
+def _parameter_range(name: str, value: Any, where: str) -> float | tuple[float, float]:
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        return float(value[0]), float(value[1])
+    raise ValueError(
+        f"{where}: parameter {name!r} must be a number or a [low, high] range, got {value!r}"
+    )
 
 
 # The built-in zoo. All constants are of order one, following the HNN / meta-HNN literature.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -57,6 +57,10 @@ class Task(pl.LightningModule, abc.ABC):
     differentiate with respect to their inputs need them; the ``sciml`` CLI also sets
     ``Trainer(inference_mode=False)``).
     """
+
+    #: whether evaluation differentiates with respect to the inputs (PDE residuals, Hamiltonian
+    #: vector fields, adaptation steps), which Lightning's default inference mode forbids
+    differentiates_inputs: ClassVar[bool] = False
 
     @abc.abstractmethod
     def compute_loss(self, batch: Any, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -134,14 +138,24 @@ class Task(pl.LightningModule, abc.ABC):
             f"checkpoint is the last good state. {advice}, then resume with --ckpt_path."
         )
 
+    def _check_autograd_available(self) -> None:
+        if self.differentiates_inputs and torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                f"{type(self).__name__} differentiates with respect to its inputs when it "
+                "evaluates, which inference mode forbids: use pl.Trainer(inference_mode=False) "
+                "(the sciml command line sets it)"
+            )
+
     @torch.enable_grad()
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self._check_autograd_available()
         loss, terms = self.compute_loss(batch, "val")
         self._log_terms("val", loss, terms, batch)
         return loss
 
     @torch.enable_grad()
     def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self._check_autograd_available()
         loss, terms = self.compute_loss(batch, "test")
         self._log_terms("test", loss, terms, batch)
         return loss

@@ -201,6 +201,8 @@ class MetaHamiltonian(Task):
         ``forward(x (..., N, F), mask (N, F)) -> (..., N, F)`` time derivatives.
     """
 
+    differentiates_inputs = True
+
     def __init__(
         self,
         node_dim: int = 2,

@@ -86,6 +86,8 @@ class PhysicsInformedTask(Task, abc.ABC):
     as ``self.problem``; a data module with a different ``problem`` is rejected in :meth:`setup`.
     """
 
+    differentiates_inputs = True
+
     def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False

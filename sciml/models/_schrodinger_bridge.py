@@ -167,6 +167,7 @@ class SchrodingerBridge(Task):
             raise ValueError(f"unknown model.backend {backend!r}; choose one of {list(BACKENDS)}")
         self.config = SBIRRConfig(**config) if isinstance(config, dict) else config
         self.drift = drift if drift is not None else _make_family(family, state_dim)
+        self._default_drift = drift is None
         is_linear = isinstance(self.drift, LinearDrift)
         self.backend = ("linear" if is_linear else "ipf") if backend == "auto" else backend
         if self.backend == "linear" and not is_linear:
@@ -193,6 +194,17 @@ class SchrodingerBridge(Task):
         if any(b <= a for a, b in itertools.pairwise(times)):
             raise ValueError(f"snapshot times must increase, got {times}")
         snapshots = [torch.as_tensor(s).double() for s in snapshots]
+        shapes = [tuple(s.shape) for s in snapshots]
+        if any(len(shape) != 2 or shape[0] < 1 for shape in shapes):
+            raise ValueError(f"each snapshot must be a non-empty (n_k, d) array, got {shapes}")
+        dims = {shape[1] for shape in shapes}
+        expected = self.hparams.state_dim if self._default_drift else None
+        if len(dims) != 1 or (expected is not None and dims != {expected}):
+            raise ValueError(
+                "snapshots must share the state dimension"
+                + (f" model.state_dim={expected}" if expected is not None else "")
+                + f"; got shapes {shapes}"
+            )
         same = times == self._times and all(
             a.shape == b.shape and torch.equal(a, b)
             for a, b in zip(snapshots, self._snapshots, strict=False)
