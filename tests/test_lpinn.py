@@ -261,6 +261,9 @@ def test_problem_mismatch_and_bad_options():
     data = ConvectionDiffusionDataModule(ConvectionDiffusion1D(velocity="30"), n_x=8, n_t=4)
     with pytest.raises(ValueError, match=r"differs from data\.problem"):
         _trainer(fast_dev_run=True).fit(LagrangianPINN(ConvectionDiffusion1D(velocity="50")), data)
+    # the same problem written differently (30.0 from a parameter, "30" in the data) is accepted
+    same = ConvectionDiffusion1D.from_equation("u_t + beta*u_x", parameters={"beta": 30.0})
+    _trainer(fast_dev_run=True).fit(LagrangianPINN(same, adam_steps=1, lbfgs={"max_iter": 0}), data)
     with pytest.raises(ValueError, match="chain_rule"):
         LagrangianPINN(diffusion="eulerian")
     with pytest.raises(ValueError, match="frozen_velocity"):

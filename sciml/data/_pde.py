@@ -114,6 +114,21 @@ class ConvectionDiffusion1D:
             t_final=t_final,
         )
 
+    def poses_the_same_problem(self, other: ConvectionDiffusion1D) -> bool:
+        """Equal up to how the expressions are written (``"30"`` and ``"30.0"``, ``"2*u"`` and
+        ``"u + u"``) and to floating-point roundoff in the numbers."""
+        numbers = ("nu", "length", "t_final")
+        if not all(
+            math.isclose(getattr(self, n), getattr(other, n), rel_tol=1e-12) for n in numbers
+        ):
+            return False
+        pairs = (
+            (self.velocity_expr, other.velocity_expr),
+            (self.source_expr, other.source_expr),
+            (self.u0_expr, other.u0_expr),
+        )
+        return all(sympy.simplify(a - b) == 0 for a, b in pairs)
+
     @cached_property
     def velocity_expr(self) -> sympy.Expr:
         return _parse(self.velocity, "problem.velocity", _FIELDS)

@@ -96,7 +96,7 @@ class PhysicsInformedTask(Task, abc.ABC):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         data_problem = getattr(datamodule, "problem", None)
-        if data_problem is not None and data_problem != self.problem:
+        if data_problem is not None and not data_problem.poses_the_same_problem(self.problem):
             raise ValueError(
                 f"model.problem {self.problem} differs from data.problem {data_problem}"
             )
