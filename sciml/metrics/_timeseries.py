@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._random import isolated_seed
+
 __all__ = [
     "ScoreSummary",
     "discriminative_score",
@@ -48,15 +50,8 @@ class _GRUHead(nn.Module):
 @contextmanager
 def _trainable(seed: int) -> Iterator[None]:
     # The metrics train networks: they must work inside Lightning's inference-mode test loop and
-    # must neither depend on nor disturb the caller's global random state, on the CPU and on
-    # every GPU (manual_seed reseeds them all).
-    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with (
-        torch.inference_mode(False),
-        torch.enable_grad(),
-        torch.random.fork_rng(devices=gpus),
-    ):
-        torch.manual_seed(seed)
+    # must neither depend on nor disturb the caller's global random state.
+    with torch.inference_mode(False), torch.enable_grad(), isolated_seed(seed):
         yield
 
 

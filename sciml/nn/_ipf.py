@@ -7,6 +7,7 @@ paths simulated with the other (:func:`sciml.solvers.simulate_euler_maruyama`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._random import isolated_seed
 from ..solvers import simulate_euler_maruyama
 from ._mlp import MLP
 
@@ -174,11 +176,10 @@ def ipf_bridge(
         forward_net = copy.deepcopy(warm_start.forward_drift)
         backward_net = copy.deepcopy(warm_start.backward_drift)
     else:
-        with torch.random.fork_rng(devices=[]):
-            # the initial weights come from ``generator`` too: a seeded fit is reproducible
-            # whatever the global random state
-            if generator is not None:
-                torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))
+        # the initial weights come from ``generator`` too: a seeded fit is reproducible whatever
+        # the global random state
+        seed = None if generator is None else int(torch.randint(2**62, (), generator=generator))
+        with isolated_seed(seed) if seed is not None else contextlib.nullcontext():
             forward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=1.0)
             backward_net = _BridgeDrift(dim, gap, tuple(hidden_dims), sign=-1.0)
         forward_net, backward_net = forward_net.to(x0.device), backward_net.to(x0.device)
