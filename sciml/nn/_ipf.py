@@ -162,6 +162,8 @@ def ipf_bridge(
         hidden_dims, fit_steps, lr, batch_size: drift networks and their Adam fits.
         warm_start: a previous bridge over the same gap whose networks are copied as the
             starting point of the regressions (the IPF itself restarts from the reference).
+        generator: draws the Brownian increments, the minibatches and (without ``warm_start``)
+            the networks' initial weights; ``None`` uses torch's global random state.
 
     Returns:
         :class:`IPFBridge`.
