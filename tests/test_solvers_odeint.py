@@ -220,6 +220,27 @@ def test_non_finite_initial_state(bad: float) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("rtol", "atol", "match"),
+    [
+        (-1.0, 1e-9, r"rtol must be finite and >= 0"),  # accepted every step: a wrong answer
+        (1e-7, float("nan"), r"atol must be finite and >= 0"),
+        (0.0, 0.0, "both be zero"),
+    ],
+)
+def test_invalid_tolerances(rtol: float, atol: float, match: str) -> None:
+    func = CountingField()
+    with pytest.raises(ValueError, match=match):
+        odeint(
+            func,
+            torch.ones(2, dtype=DTYPE),
+            torch.tensor([0.0, 1.0], dtype=DTYPE),
+            rtol=rtol,
+            atol=atol,
+        )
+    assert func.calls == 0
+
+
 def test_type_errors() -> None:
     t = torch.tensor([0.0, 1.0], dtype=DTYPE)
     with pytest.raises(TypeError, match="callable"):

@@ -8,7 +8,14 @@ from itertools import pairwise
 
 import torch
 
-__all__ = ["ShapeCheckedOnce", "check_callable", "check_output_shape", "check_state", "check_times"]
+__all__ = [
+    "ShapeCheckedOnce",
+    "check_callable",
+    "check_output_shape",
+    "check_state",
+    "check_times",
+    "check_tolerances",
+]
 
 
 def check_callable(func: object, name: str) -> None:
@@ -24,6 +31,17 @@ def check_state(y: object, name: str) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {y.dtype}")
     if not bool(torch.isfinite(y).all()):
         raise ValueError(f"{name} contains non-finite values (nan or inf)")
+
+
+def check_tolerances(rtol: float | torch.Tensor, atol: float | torch.Tensor) -> None:
+    """``rtol`` and ``atol`` must be finite and >= 0, and not both zero (a negative tolerance
+    makes the error ratio negative, so every step is accepted whatever its error)."""
+    values = {"rtol": torch.as_tensor(rtol), "atol": torch.as_tensor(atol)}
+    for name, value in values.items():
+        if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
+            raise ValueError(f"{name} must be finite and >= 0, got {value.tolist()}")
+    if not bool((values["rtol"] + values["atol"] > 0).all()):
+        raise ValueError("rtol and atol must not both be zero")
 
 
 def check_times(t: object, name: str, *, increasing_only: bool = False) -> float:

@@ -9,7 +9,13 @@ import torch
 import torchdiffeq
 from torch import nn
 
-from ._checks import check_callable, check_output_shape, check_state, check_times
+from ._checks import (
+    check_callable,
+    check_output_shape,
+    check_state,
+    check_times,
+    check_tolerances,
+)
 from ._stats import Solution, SolverStats
 
 __all__ = ["ODE_METHODS", "MaxStepsError", "odeint"]
@@ -160,6 +166,7 @@ def odeint(
     method = _check_method(method)
     check_state(y0, "y0")
     direction = check_times(t, "t")
+    check_tolerances(rtol, atol)
     if options is not None and not isinstance(options, Mapping):
         raise TypeError(f"options must be a mapping, got {type(options).__name__}")
     options = dict(options) if options is not None else {}

@@ -12,7 +12,7 @@ import torch
 import torchsde
 
 from ._brownian import GridBrownian
-from ._checks import ShapeCheckedOnce, check_state, check_times
+from ._checks import ShapeCheckedOnce, check_state, check_times, check_tolerances
 from ._stats import Solution, SolverStats
 
 __all__ = ["SDE_METHODS", "sdeint"]
@@ -387,6 +387,8 @@ def sdeint(
         method = _DEFAULT_METHOD[sde_type]
     if method not in SDE_METHODS:
         raise ValueError(f"unknown SDE method {method!r}; choose one of {list(SDE_METHODS)}")
+    if adaptive:
+        check_tolerances(rtol, atol)
     if dW is not None:
         if bm is not None:
             raise ValueError("pass either bm or dW, not both")
