@@ -573,21 +573,23 @@ class SchrodingerBridge(Task):
         # Neural bridges are warm-started from one refit to the next, so refitting them after a
         # load would not give the same bridges: they are saved with the marginals they join.
         # (Linear-backend bridges are recomputed exactly from the reference.)
-        checkpoint["sbirr_ipf_bridges"] = {
-            "times": self._times,
-            "snapshots": self._snapshots,
-            "bridges": {
-                k: {"version": version, **bridge.state_dict()}
-                for k, (version, bridge) in self._bridges.items()
-                if isinstance(bridge, IPFBridge)
-            },
+        bridges = {
+            k: {"version": version, **bridge.state_dict()}
+            for k, (version, bridge) in self._bridges.items()
+            if isinstance(bridge, IPFBridge)
         }
+        if bridges:
+            checkpoint["sbirr_ipf_bridges"] = {
+                "times": self._times,
+                "snapshots": self._snapshots,
+                "bridges": bridges,
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("sbirr_history", []))
         self._bridges = {}
         saved = checkpoint.get("sbirr_ipf_bridges")
-        if not saved or not saved["bridges"]:
+        if saved is None:
             return
         if not self._snapshots:  # loaded outside a trainer: the marginals the bridges join
             self.set_snapshots(saved["times"], saved["snapshots"])
