@@ -51,6 +51,7 @@ _FUNCTIONS: dict[str, type[sympy.Function]] = {
         )
     },
     "abs": sympy.Abs,
+    "ln": sympy.log,
 }
 
 #: what the parser's generated code may name besides the functions: numbers, symbols, pi
@@ -168,7 +169,7 @@ def parse_expressions(
     """Parse strings into sympy expressions, substituting parameter values.
 
     The strings may use numbers, the variables and parameters, ``pi``, ``^`` or ``**`` for
-    powers, and the functions ``sin cos tan exp log sqrt tanh sinh cosh asin acos atan atan2
+    powers, and the functions ``sin cos tan exp log ln sqrt tanh sinh cosh asin acos atan atan2
     asinh acosh atanh Abs abs sign floor ceiling Max Min Heaviside erf``. Every other name is an
     error, including sympy's ``E`` and ``I`` (write ``exp(1)``), so that a forgotten parameter is
     never silently taken for a constant, and so is an expression that is infinite or complex.
