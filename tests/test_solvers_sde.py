@@ -256,6 +256,46 @@ def test_strong_order_on_gbm(method: str, order: float) -> None:
     assert abs(slope - order) < 0.15, slope
 
 
+class LinearScalarNoise:
+    """dY = B Y dW with one Brownian motion and a non-symmetric B (Itô), so that
+    Y_T = exp(B W_T - B^2 T / 2) Y_0. Milstein's correction is (dg/dy) g = B^2 Y, while the
+    transposed Jacobian gives B^T B Y: only the former is strong order 1."""
+
+    noise_type = "scalar"
+    sde_type = "ito"
+    B = torch.tensor([[0.3, 0.8], [0.0, 0.3]], dtype=DTYPE)
+
+    def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(y)
+
+    def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (y @ self.B.T).unsqueeze(-1)
+
+
+@pytest.mark.parametrize(("method", "order"), [("euler", 0.5), ("milstein", 1.0)])
+def test_strong_order_with_scalar_noise_and_a_non_symmetric_jacobian(method, order) -> None:
+    sde = LinearScalarNoise()
+    n_paths, finest = 2000, 2**9
+    generator = torch.Generator().manual_seed(7)
+    dW_fine = torch.randn(finest, n_paths, 1, generator=generator, dtype=DTYPE) / math.sqrt(finest)
+    y0 = torch.tensor([[1.0, 1.0]], dtype=DTYPE).expand(n_paths, 2)
+    exponent = dW_fine.sum(0)[:, :, None] * sde.B - 0.5 * sde.B @ sde.B
+    exact = (torch.linalg.matrix_exp(exponent) @ y0[:, :, None]).squeeze(-1)
+    hs, errors = [], []
+    for n_steps in (2**4, 2**5, 2**6, 2**7):
+        dW = dW_fine.view(n_steps, finest // n_steps, n_paths, 1).sum(1)
+        with torch.no_grad():
+            ys, _ = sdeint(sde, y0, [0.0, 1.0], method=method, dt=1 / n_steps, dW=dW)
+        hs.append(1 / n_steps)
+        errors.append(float((ys[-1] - exact).norm(dim=-1).mean()))
+    slope = float(np.polyfit(np.log(hs), np.log(errors), 1)[0])
+    assert abs(slope - order) < 0.15, (slope, errors)
+    if method == "milstein":
+        # torchsde's milstein would be wrong here, so the fallback refuses instead of using it
+        with pytest.raises(ValueError, match="transposed Jacobian"):
+            sdeint(sde, y0[:4], [0.0, 0.3], method="milstein", dt=0.25)
+
+
 def test_grid_brownian_queries() -> None:
     dW = torch.randn(10, 4, 2, dtype=DTYPE)
     bm = GridBrownian(dW, t0=1.0, dt=0.1)

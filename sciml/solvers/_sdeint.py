@@ -114,14 +114,17 @@ class _Milstein(_GridScheme):
     r"""Itô Milstein, strong order 1 for diagonal, scalar and additive noise:
 
     $$ y_{k+1} = y_k + f\,\Delta t + g\,\Delta W_k
-       + \big(\partial_y g\big)^{\!\top}\big(g \odot \tfrac12(\Delta W_k^2 - \Delta t)\big). $$
+       + \tfrac12\,(\partial_y g)\,g\,(\Delta W_k^2 - \Delta t). $$
 
-    The last term is one vector-Jacobian product by autograd (no extra diffusion evaluation;
-    with gradients enabled it is built with ``create_graph`` so training differentiates through
-    it). For diagonal noise, where $g_i$ depends on $y_i$ only, it is
-    $\tfrac12 g_i\,\partial_{y_i} g_i\,(\Delta W_i^2 - \Delta t)$. This is the same expression
-    as torchsde's default ``milstein`` (``grad_free=False``). It vanishes for additive noise,
-    which then skips the product.
+    For diagonal noise, where $g_i$ depends on $y_i$ only, the last term is
+    $\tfrac12 g_i\,\partial_{y_i} g_i\,(\Delta W_i^2 - \Delta t)$: one vector-Jacobian product
+    by autograd, the same expression as torchsde's default ``milstein``. For scalar noise
+    ($g$ of shape ``(batch, d, 1)``) it is the Jacobian-vector product $(\partial_y g)\,g$,
+    computed from two vector-Jacobian products; torchsde's ``milstein`` applies the transposed
+    Jacobian there as well, which is right only when $\partial_y g$ is symmetric and otherwise
+    leaves the scheme at strong order 1/2. No extra diffusion evaluation; with gradients
+    enabled the term is built with ``create_graph`` so training differentiates
+    through it. It vanishes for additive noise, which then skips it.
     """
 
     sde_type = "ito"
@@ -145,11 +148,27 @@ class _Milstein(_GridScheme):
         with torch.enable_grad():
             y_in = y if y.requires_grad else y.detach().requires_grad_()
             g = self.diffusion(t0, y_in)
-            (g_dg,) = torch.autograd.grad(
-                g, y_in, g * self.half_v[k], create_graph=create_graph, allow_unused=True
-            )
+            if self.diagonal:
+                (g_dg,) = torch.autograd.grad(
+                    g, y_in, g * self.half_v[k], create_graph=create_graph, allow_unused=True
+                )
+            else:
+                g_dg = self._scalar_correction(g, y_in, k, create_graph)
         y1 = self.add_g_dw(y_drift, g, k)
         return y1 if g_dg is None else y1 + g_dg
+
+    def _scalar_correction(
+        self, g: torch.Tensor, y: torch.Tensor, k: int, create_graph: bool
+    ) -> torch.Tensor | None:
+        r"""$\tfrac12 (\partial_y g)\,g\,(\Delta W_k^2 - \Delta t)$ for ``g (batch, d, 1)``:
+        $u(v) = (\partial_y g)^\top v$ is linear in $v$, so $\partial_v \langle u, g\rangle
+        = (\partial_y g)\,g$."""
+        probe = torch.zeros_like(g, requires_grad=True)
+        (transposed,) = torch.autograd.grad(g, y, probe, create_graph=True, allow_unused=True)
+        if transposed is None:  # g does not depend on y
+            return None
+        (jacobian_g,) = torch.autograd.grad(transposed, probe, g[..., 0], create_graph=create_graph)
+        return (jacobian_g * self.half_v[k]).squeeze(-1)
 
 
 class _Heun(_GridScheme):
@@ -421,6 +440,12 @@ def sdeint(
     if fast:
         ys = _solve_on_grid(scheme, sde, noise_type, y0, ts, dt, steps, dW, generator, stats)
     else:
+        if method == "milstein" and noise_type == "scalar" and y0.shape[1] > 1:
+            raise ValueError(
+                "Milstein with scalar noise and more than one state dimension runs only on the "
+                "fast path (fixed steps, ts on the dt grid, no adaptive stepping): torchsde's "
+                "milstein uses the transposed Jacobian of g there and is strong order 1/2"
+            )
         if dW is not None:
             bm = GridBrownian(dW, float(ts[0]), dt)
         ys = _solve_with_torchsde(
