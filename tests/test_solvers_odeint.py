@@ -241,6 +241,15 @@ def test_invalid_tolerances(rtol: float, atol: float, match: str) -> None:
     assert func.calls == 0
 
 
+def test_broken_torchdiffeq_method_is_refused_with_its_reason() -> None:
+    # torchdiffeq 0.2.5's explicit_adams: y' = -y on [0, 1], step 0.01, gives 0.735, not e^-1
+    t = torch.tensor([0.0, 1.0], dtype=DTYPE)
+    with pytest.raises(ValueError, match=r"explicit_adams.*wrong solutions"):
+        odeint(CountingField(), torch.ones(2, dtype=DTYPE), t, method="explicit_adams")
+    with pytest.raises(ValueError, match="wrong solutions"):
+        ODESolverConfig(method="explicit_adams")
+
+
 def test_type_errors() -> None:
     t = torch.tensor([0.0, 1.0], dtype=DTYPE)
     with pytest.raises(TypeError, match="callable"):

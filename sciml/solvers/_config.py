@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torchsde
 
-from ._odeint import _ADAPTIVE_METHODS, ODE_METHODS, odeint
+from ._odeint import _ADAPTIVE_METHODS, _check_method, odeint
 from ._sdeint import SDE, SDE_METHODS, sdeint
 from ._stats import Solution
 
@@ -48,10 +48,7 @@ class ODESolverConfig:
     max_num_steps: int | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in ODE_METHODS:
-            raise ValueError(
-                f"unknown ODE method {self.method!r}; choose one of {list(ODE_METHODS)}"
-            )
+        _check_method(self.method)
         _check_positive("rtol", self.rtol)
         _check_positive("atol", self.atol)
         adaptive = self.method in _ADAPTIVE_METHODS
