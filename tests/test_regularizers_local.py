@@ -237,6 +237,16 @@ def test_biased_sampling_needs_an_adaptive_solver():
         solve_regularized(solver, Field(), _y0(), T, [reg])
 
 
+def test_unbiased_sampling_never_changes_a_fixed_grid_solve():
+    # the sample time is an extra output time: for rk4 without step_size it would be a grid point
+    reg = LocalRegularizer()
+    with pytest.raises(ValueError, match="extra step of the training solve"):
+        solve_regularized(ODESolverConfig(method="rk4"), Field(), _y0(), T, [reg])
+    plain, field, y0 = ODESolverConfig(method="rk4", step_size=0.25), Field(), _y0()
+    regularized = solve_regularized(plain, field, y0, T, [reg])
+    assert torch.equal(regularized.ys, plain.solve(field, y0, T).ys)
+
+
 # --- neural SDEs --------------------------------------------------------------------------------
 
 

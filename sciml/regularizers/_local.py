@@ -156,6 +156,12 @@ class LocalRegularizer(AbstractODERegularizer):
         self._reservoir, self._n_seen = None, 0
         if self.sampling == "biased":
             return t.new_zeros(0)
+        if solver.steps_on_output_times:
+            raise ValueError(
+                f"LocalRegularizer(sampling='unbiased') adds a random output time, which with "
+                f"{solver.method!r} and no step_size would become an extra step of the training "
+                "solve: set solver.step_size, use an adaptive method, or sampling='biased'"
+            )
         return t[:1] + (t[-1] - t[0]) * torch.rand(1, dtype=t.dtype, device=t.device)
 
     def on_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:

@@ -63,6 +63,12 @@ class ODESolverConfig:
             if not adaptive:
                 raise ValueError(f"max_num_steps applies to adaptive methods, not {self.method!r}")
 
+    @property
+    def steps_on_output_times(self) -> bool:
+        """Whether the solver's steps are the gaps between the output times (a fixed-grid
+        method without ``step_size``), so that an extra output time changes the solve."""
+        return self.method not in _ADAPTIVE_METHODS and self.step_size is None
+
     def solve(
         self,
         func: Any,
