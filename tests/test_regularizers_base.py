@@ -33,8 +33,15 @@ def test_constant_and_exponentially_decaying_weights():
 
 
 def test_invalid_weights_raise():
-    with pytest.raises(ValueError, match="weight must be >= 0"):
+    with pytest.raises(ValueError, match="weight must be finite and >= 0"):
         _Square(weight=-1.0)
+    with pytest.raises(ValueError, match="weight must be finite"):
+        _Square(weight=float("nan"))
+    with pytest.raises(ValueError, match="weight_final finite"):
+        _Square(weight=1.0, weight_final=float("inf"))
+    growth = _Square(weight=0.1, weight_final=1.0)  # a warm-up of the penalty is allowed
+    assert growth.weight_at(0, 10) == pytest.approx(0.1)
+    assert growth.weight_at(10, 10) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="weight_final > 0"):
         _Square(weight=1.0, weight_final=0.0)
     with pytest.raises(ValueError, match="total step count"):

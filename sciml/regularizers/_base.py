@@ -42,8 +42,8 @@ def _recording_arguments(init: Callable[..., None]) -> Callable[..., None]:
 class AbstractRegularizer(nn.Module, abc.ABC):
     r"""A penalty $R$ that a task adds to its loss as $\lambda(\text{step})\,R$.
 
-    The weight is constant, or decays exponentially from ``weight`` ($\lambda_0$) to
-    ``weight_final`` ($\lambda_1$) over the run:
+    The weight is constant, or moves exponentially from ``weight`` ($\lambda_0$) to
+    ``weight_final`` ($\lambda_1$) over the run (a decay, or a growth if $\lambda_1 > \lambda_0$):
     $\lambda(s) = \lambda_0 \exp(-k s)$ with $k = \log(\lambda_0/\lambda_1) / S$ for $S$ total
     steps.
 
@@ -56,7 +56,7 @@ class AbstractRegularizer(nn.Module, abc.ABC):
 
     Args:
         weight: $\lambda_0$, must be >= 0.
-        weight_final: $\lambda_1$ for the exponential decay; ``None`` keeps the weight constant.
+        weight_final: $\lambda_1$ at the last step; ``None`` keeps the weight constant.
     """
 
     name: ClassVar[str] = "reg"
@@ -64,8 +64,12 @@ class AbstractRegularizer(nn.Module, abc.ABC):
     @_recording_arguments
     def __init__(self, *, weight: float = 1.0, weight_final: float | None = None) -> None:
         super().__init__()
-        if weight < 0:
-            raise ValueError(f"{type(self).__name__}: weight must be >= 0, got {weight}")
+        finite = all(math.isfinite(w) for w in (weight, weight_final) if w is not None)
+        if not finite or weight < 0:
+            raise ValueError(
+                f"{type(self).__name__}: weight must be finite and >= 0 (weight_final finite), "
+                f"got {weight} and {weight_final}"
+            )
         if weight_final is not None and (weight_final <= 0 or weight <= 0):
             raise ValueError(
                 f"{type(self).__name__}: an exponential decay needs weight > 0 and "
