@@ -12,7 +12,14 @@ from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
-from sciml.solvers import ODE_METHODS, MaxStepsError, ODESolverConfig, SolverStats, odeint
+from sciml.solvers import (
+    ODE_METHODS,
+    MaxStepsError,
+    ODESolverConfig,
+    SolverStats,
+    StepSizeUnderflowError,
+    odeint,
+)
 
 torch.set_num_threads(1)
 DTYPE = torch.float64
@@ -285,6 +292,12 @@ def test_max_steps_error() -> None:
         )
     assert isinstance(info.value, RuntimeError)
     assert "3 accepted" in str(info.value)
+
+
+def test_blow_up_raises_a_named_error() -> None:
+    # y' = y^2, y(0) = 1 blows up at t = 1: torchdiffeq stops with a bare AssertionError
+    with pytest.raises(StepSizeUnderflowError, match="blows up"):
+        odeint(lambda t, y: y**2, torch.ones(1, dtype=DTYPE), torch.tensor([0.0, 2.0], dtype=DTYPE))
 
 
 def test_float32_and_batched_state() -> None:

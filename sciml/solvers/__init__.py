@@ -29,7 +29,7 @@ from ._brownian import GridBrownian
 from ._config import ODESolverConfig, SDESolverConfig
 from ._fixed import SymplecticSolution, leapfrog, rk4
 from ._implicit_midpoint import IMPLICIT_ITERATIONS, ImplicitSolveError, implicit_midpoint
-from ._odeint import ODE_METHODS, MaxStepsError, odeint
+from ._odeint import ODE_METHODS, MaxStepsError, StepSizeUnderflowError, odeint
 from ._rk import RKStepResult, error_ratio, rk_step
 from ._sdeint import SDE, SDE_METHODS, sdeint
 from ._stats import Solution, SolverStats
@@ -51,6 +51,7 @@ __all__ = [
     "SDESolverConfig",
     "Solution",
     "SolverStats",
+    "StepSizeUnderflowError",
     "SymplecticSolution",
     "diffusion_matrix",
     "entropic_plan",

@@ -18,7 +18,7 @@ from ._checks import (
 )
 from ._stats import Solution, SolverStats
 
-__all__ = ["ODE_METHODS", "MaxStepsError", "odeint"]
+__all__ = ["ODE_METHODS", "MaxStepsError", "StepSizeUnderflowError", "odeint"]
 
 _ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 _FIXED_GRID_METHODS = (
@@ -44,6 +44,11 @@ _TORCHDIFFEQ_MAX_NUM_STEPS = 2**31 - 1
 
 class MaxStepsError(RuntimeError):
     """An adaptive solve needed more steps than ``options["max_num_steps"]`` allows."""
+
+
+class StepSizeUnderflowError(RuntimeError):
+    """An adaptive solve's step size shrank below what the time's dtype can resolve (typically a
+    solution that blows up in finite time)."""
 
 
 class _CountingField(nn.Module):
@@ -168,6 +173,7 @@ def odeint(
             unlike ``y0``, or ``adjoint=True`` with a plain callable and no ``adjoint_params``.
         TypeError: non-tensor inputs or non-callable ``func``.
         MaxStepsError: the solver exceeded ``max_num_steps``.
+        StepSizeUnderflowError: the adaptive step size underflowed.
     """
     check_callable(func, "func")
     method = _check_method(method)
@@ -207,6 +213,12 @@ def odeint(
                 field, y0, t, rtol=rtol, atol=atol, method=method, options=options
             )
     except AssertionError as error:
+        if "underflow in dt" in str(error):
+            raise StepSizeUnderflowError(
+                f"{method}'s step size underflowed after {stats.n_accepted} accepted and "
+                f"{stats.n_rejected} rejected steps: the solution probably blows up in finite "
+                "time, or the tolerances are below what the dtype resolves"
+            ) from error
         if "max_num_steps exceeded" not in str(error):
             raise
         limit = options.get("max_num_steps", _TORCHDIFFEQ_MAX_NUM_STEPS)
