@@ -153,7 +153,8 @@ class TimeSeriesDataModule(ProblemDataModule):
       :data:`STOCKS_SHA256`; rows reversed as TimeGAN does (``ori_data[::-1]``), min-max scaled,
       every window of ``seq_len`` rows (stride 1), shuffled.
     * ``"csv"``: any numeric CSV with a header row at ``csv_path`` (``csv_sha256`` optional),
-      treated like stocks but in file order.
+      treated like stocks but in file order. A cell written ``nan`` marks its whole row as
+      missing (``mask`` 0; the other values of that row are not used).
     * ``"system"``: ``n_samples`` trajectories of a registered ODE (:mod:`sciml.data` registry,
       ``system``, ``system_parameters``) sampled every ``dt`` from initial conditions uniform in
       the system's box, min-max scaled.
