@@ -260,3 +260,24 @@ def test_cli_fit_then_test_logs_generation_scores(in_tmp_dir):
     assert 0.0 < float(metrics["test/pred_score"]) < 1.0
     assert np.isfinite(float(metrics["test/kl"]))
     assert torch.equal(tested.model.operator, fit.model.operator)
+
+
+def test_test_scores_use_the_complete_sequences_and_warn_when_too_few_are():
+    pl.seed_everything(0)
+    sequences = np.random.default_rng(0).random((120, 8, 2))
+    sequences[::3, 2] = np.nan  # a third of the sequences miss one row
+    quick = TimeSeriesMetricsConfig(disc_iterations=5, pred_iterations=5, repeats=1)
+    model = KoopmanVAE(
+        input_dim=2, seq_len=8, encoder="cde", num_layers=1, hidden_dim=8, latent_dim=4,
+        metrics=quick,
+    )  # fmt: skip
+    data = TimeSeriesDataModule.from_array(sequences, batch_size=16)
+    trainer = _fit(model, data, 1)
+    assert {"test/disc_score", "test/pred_score"} <= set(
+        trainer.test(model, data, verbose=False)[0]
+    )
+    sequences[:, 2] = np.nan  # now no test sequence is complete
+    incomplete = TimeSeriesDataModule.from_array(sequences, batch_size=16)
+    with pytest.warns(UserWarning, match="not computed: they need at least 5 complete"):
+        metrics = trainer.test(model, incomplete, verbose=False)[0]
+    assert "test/disc_score" not in metrics

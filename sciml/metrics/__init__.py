@@ -18,6 +18,7 @@ from ._symbolic import (
     solve_equation,
 )
 from ._timeseries import (
+    MIN_SCORED_SEQUENCES,
     ScoreSummary,
     discriminative_score,
     embed_sequences,
@@ -27,6 +28,7 @@ from ._timeseries import (
 )
 
 __all__ = [
+    "MIN_SCORED_SEQUENCES",
     "EquationScores",
     "ScoreSummary",
     "continuation_rel_l2",

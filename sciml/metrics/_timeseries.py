@@ -17,6 +17,7 @@ from torch import nn
 from .._random import isolated_seed
 
 __all__ = [
+    "MIN_SCORED_SEQUENCES",
     "ScoreSummary",
     "discriminative_score",
     "embed_sequences",
@@ -24,6 +25,10 @@ __all__ = [
     "predictive_score",
     "tsne",
 ]
+
+
+#: fewest sequences per set :func:`discriminative_score` accepts (its 80/20 split needs them)
+MIN_SCORED_SEQUENCES = 5
 
 
 class ScoreSummary(NamedTuple):
@@ -106,8 +111,10 @@ def discriminative_score(
         raise ValueError(
             f"real {tuple(real.shape)} and synthetic {tuple(synthetic.shape)} differ in (T, D)"
         )
-    if min(len(real), len(synthetic)) < 5:
-        raise ValueError("discriminative_score needs at least 5 sequences in each set")
+    if min(len(real), len(synthetic)) < MIN_SCORED_SEQUENCES:
+        raise ValueError(
+            f"discriminative_score needs at least {MIN_SCORED_SEQUENCES} sequences in each set"
+        )
     hidden = hidden_dim or max(1, real.shape[-1] // 2)
     scores = []
     for repeat in range(repeats):

@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
-from ..metrics import discriminative_score, predictive_score
+from ..metrics import MIN_SCORED_SEQUENCES, discriminative_score, predictive_score
 from ..nn import (
     OPERATOR_SOLVERS,
     NeuralCDE,
@@ -405,11 +405,11 @@ class KoopmanVAE(Task):
         # The scores compare complete sequences (the data's own NaNs are dropped, not imputed)
         # and the predictive score needs a second feature to predict the last one from.
         real = real[torch.isfinite(real).flatten(1).all(dim=1)]
-        if len(real) < 2 or real.shape[-1] < 2:
+        if len(real) < MIN_SCORED_SEQUENCES or real.shape[-1] < 2:
             rank_zero_warn(
                 "KoopmanVAE: test/disc_score and test/pred_score are not computed: they need at "
-                f"least two complete test sequences with two features, got {len(real)} with "
-                f"{real.shape[-1]}"
+                f"least {MIN_SCORED_SEQUENCES} complete test sequences with two features, got "
+                f"{len(real)} with {real.shape[-1]}"
             )
             return
         generator = torch.Generator(device=real.device).manual_seed(config.seed)
