@@ -205,12 +205,19 @@ class SchrodingerBridge(Task):
                 + (f" model.state_dim={expected}" if expected is not None else "")
                 + f"; got shapes {shapes}"
             )
-        same = times == self._times and all(
-            a.shape == b.shape and torch.equal(a, b)
-            for a, b in zip(snapshots, self._snapshots, strict=False)
-        )
-        if not same or len(snapshots) != len(self._snapshots):
+        if not self._holds_snapshots(times, snapshots):
             self._times, self._snapshots, self._bridges = times, snapshots, {}
+
+    def _holds_snapshots(self, times: list[float], snapshots: Sequence[torch.Tensor]) -> bool:
+        """Whether these are the marginals already set (so their bridges stay valid)."""
+        return (
+            times == self._times
+            and len(snapshots) == len(self._snapshots)
+            and all(
+                a.shape == b.shape and torch.equal(a, b)
+                for a, b in zip(snapshots, self._snapshots, strict=True)
+            )
+        )
 
     @property
     def version(self) -> int:
@@ -593,10 +600,7 @@ class SchrodingerBridge(Task):
             return
         if not self._snapshots:  # loaded outside a trainer: the marginals the bridges join
             self.set_snapshots(saved["times"], saved["snapshots"])
-        same = self._times == saved["times"] and all(
-            torch.equal(a, b) for a, b in zip(self._snapshots, saved["snapshots"], strict=True)
-        )
-        if same:
+        if self._holds_snapshots(saved["times"], saved["snapshots"]):
             self._bridges = {
                 k: (state["version"], IPFBridge.from_state_dict(state))
                 for k, state in saved["bridges"].items()
